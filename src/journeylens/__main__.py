@@ -1,0 +1,3 @@
+from journeylens.cli.app import main
+
+main()

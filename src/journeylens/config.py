@@ -1,0 +1,56 @@
+"""Settings, declared once as data (name, default, environment variable, help).
+
+Resolution order: explicit argument / CLI flag > environment variable > default.
+``docs/settings.md`` is generated from :data:`SETTINGS` and a test keeps the
+two in sync.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "JOURNEYLENS_" + self.name.upper()
+
+    def value(self, override: Any = None) -> Any:
+        if override is not None:
+            return override
+        raw = os.environ.get(self.env)
+        if raw is None:
+            return self.default
+        return type(self.default)(raw) if self.default is not None else raw
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("db", "journeylens.duckdb",
+                "Store URL: a DuckDB file path (default) or spark://MASTER?warehouse=DIR."),
+        Setting("workspace", "default", "Workspace (tenant) to read and write."),
+        Setting("model", "five_phase", "Default journey model (a built-in key or a YAML path)."),
+        Setting("chunk_rows", 500_000, "Rows per chunk when importing files."),
+    )
+}
+
+
+def setting(name: str, override: Any = None) -> Any:
+    """The effective value of setting ``name``."""
+    return SETTINGS[name].value(override)
+
+
+def settings_markdown() -> str:
+    lines = ["# Settings", "", "Each setting can be given as a CLI flag or an environment variable.", "",
+             "| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS.values():
+        lines.append(f"| `{s.name}` | `{s.env}` | `{s.default}` | {s.help} |")
+    return "\n".join(lines) + "\n"

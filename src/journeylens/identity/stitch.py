@@ -1,0 +1,74 @@
+"""Rebuilding the ``identities`` table and resolving touches to persons."""
+
+from __future__ import annotations
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from journeylens.identity.graph import IdentityGraph, Link, build_graph
+from journeylens.store import Store
+
+
+def _links(store: Store, workspace: str) -> list[Link]:
+    e = store.table("events")
+    e = e.filter((e.workspace == workspace) & e.type.isin(["identify", "alias"]))
+    child = ibis.cases((e.type == "alias", e.previous_id), else_=e.anonymous_id)
+    q = e.select(kind=e.type, child=child, parent=e.user_id, ts=e.ts, message_id=e.message_id)
+    q = q.filter(q.child.notnull() & q.parent.notnull() & (q.child != q.parent))
+    rows = store.to_pyarrow(q).to_pylist()
+    return [Link(**r) for r in rows]
+
+
+def _memberships(store: Store, workspace: str) -> list[tuple[str, str, object]]:
+    e = store.table("events")
+    g = e.filter((e.workspace == workspace) & (e.type == "group") & e.account_id.notnull())
+    g = g.select(ident=ibis.coalesce(g.user_id, g.anonymous_id), account_id=g.account_id, ts=g.ts)
+    p = store.table("people")
+    p = p.filter((p.workspace == workspace) & p.account_id.notnull())
+    p = p.select(ident=p.user_id, account_id=p.account_id, ts=p.ts)
+    rows = store.to_pyarrow(g.filter(g.ident.notnull())).to_pylist() + store.to_pyarrow(p).to_pylist()
+    return [(r["ident"], r["account_id"], r["ts"]) for r in rows]
+
+
+def rebuild_identities(store: Store, workspace: str) -> IdentityGraph:
+    """Recompute the identity graph of ``workspace`` from its events and people.
+
+    Writes the ``identities`` table (every linked id -> person id, with the
+    person's account) and returns the graph, including conflicts.
+    """
+    graph = build_graph(_links(store, workspace), _memberships(store, workspace))
+    mapping = graph.mapping()
+    ids = list(mapping)
+    table = pa.table(
+        {
+            "workspace": pa.array([workspace] * len(ids), pa.string()),
+            "id": pa.array(ids, pa.string()),
+            "person_id": pa.array([mapping[i] for i in ids], pa.string()),
+            "account_id": pa.array([graph.accounts.get(mapping[i]) for i in ids], pa.string()),
+        }
+    )
+    store.replace_workspace_rows("identities", workspace, table)
+    return graph
+
+
+def resolve_persons(events: ir.Table, identities: ir.Table) -> ir.Table:
+    """Add ``person_id`` and resolved ``account_id`` to ``events``.
+
+    ``person_id`` = the person of the event's ``user_id`` if it has one, else
+    the person of its ``anonymous_id``; an id without links is its own person.
+    ``account_id`` = the event's own ``account_id``, else its person's account.
+    ``identities`` must already be restricted to the events' workspace.
+    """
+    ids = identities.select("id", "person_id")
+    by_user = ids.rename(_u_id="id", _u_person="person_id")
+    by_anon = ids.rename(_a_id="id", _a_person="person_id")
+    acct = identities.filter(identities.id == identities.person_id).select(
+        _p_id=identities.id, _p_account=identities.account_id
+    )
+    t = events.left_join(by_user, events.user_id == by_user._u_id)
+    t = t.left_join(by_anon, t.anonymous_id == by_anon._a_id)
+    t = t.mutate(person_id=ibis.coalesce(t._u_person, t.user_id, t._a_person, t.anonymous_id))
+    t = t.left_join(acct, t.person_id == acct._p_id)
+    t = t.mutate(account_id=ibis.coalesce(t.account_id, t._p_account))
+    return t.drop("_u_id", "_u_person", "_a_id", "_a_person", "_p_id", "_p_account")

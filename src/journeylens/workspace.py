@@ -1,0 +1,205 @@
+"""The Python API façade: ``journeylens.open(...) -> Workspace``.
+
+A :class:`Workspace` ties one store, one workspace name (tenant), the journey
+models and the analyses together. It holds no analysis logic itself: it
+builds the resolved touch table and hands it to the functions in
+:mod:`journeylens.analyses`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from journeylens import config, schema
+from journeylens.analyses.overview import Overview, overview
+from journeylens.analyses.stages import StageFunnel, stage_funnel
+from journeylens.identity import IdentityGraph, rebuild_identities, resolve_persons
+from journeylens.ingest import open_source
+from journeylens.journey import JourneyModel, TouchpointCatalog, assign_stages, builtin_models, load_catalog, load_model
+from journeylens.store import Store, open_store
+
+Progress = Callable[[int, int | None], None]
+"""Called with (units done, total units or None) while importing."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """Outcome of importing one file."""
+
+    source: str
+    target: str
+    fmt: str
+    accepted: int
+    quarantined: int
+    duplicates: int
+    reasons: Mapping[str, int] = field(default_factory=dict)
+    folded: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return self.accepted + self.quarantined + self.duplicates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "reasons": dict(self.reasons),
+            "source": self.source,
+            "target": self.target,
+            "format": self.fmt,
+            "folded_columns": list(self.folded),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_pandas(self) -> pd.DataFrame:
+        rows = [{"outcome": k, "rows": getattr(self, k)} for k in ("accepted", "duplicates", "quarantined")]
+        rows += [{"outcome": f"quarantined: {r}", "rows": n} for r, n in self.reasons.items()]
+        return pd.DataFrame(rows)
+
+
+class Workspace:
+    """One workspace in one store. Create with :func:`journeylens.open`."""
+
+    def __init__(self, store: Store, name: str = "default", *, catalog: TouchpointCatalog | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.catalog = catalog or load_catalog()
+        self._identity_conflicts: list[Any] = []
+
+    # ---------------------------------------------------------------- tables
+    def table(self, name: str) -> ir.Table:
+        """A canonical table restricted to this workspace."""
+        t = self.store.table(name)
+        return t.filter(t.workspace == ibis.literal(self.name)) if "workspace" in t.columns else t
+
+    def events(self) -> ir.Table:
+        return self.table("events")
+
+    def touches(self, model: str | Path | JourneyModel | None = None) -> ir.Table:
+        """Touches (track/page/screen events) with ``person_id``, ``account_id``,
+        ``stage`` and ``stage_index`` of ``model`` (default model when None)."""
+        e = self.events()
+        e = e.filter(e.type.isin(list(schema.TOUCH_TYPES)))
+        t = resolve_persons(e, self.table("identities"))
+        return assign_stages(t, self.model(model))
+
+    # ---------------------------------------------------------------- models
+    def model(self, model: str | Path | JourneyModel | None = None) -> JourneyModel:
+        if isinstance(model, JourneyModel):
+            return model
+        return load_model(model or config.setting("model"))
+
+    def models(self) -> list[JourneyModel]:
+        return list(builtin_models().values())
+
+    # ---------------------------------------------------------------- import
+    def import_file(
+        self,
+        target: str,
+        path: str | Path,
+        *,
+        mapping: Mapping[str, str] | None = None,
+        fmt: str | None = None,
+        tz: str | None = None,
+        chunk_rows: int | None = None,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import ``path`` into table ``target`` (events|people|accounts|costs|surveys).
+
+        Rows are read and validated chunk by chunk; accepted rows are appended
+        atomically at the end (rows whose ``message_id`` exists already count as
+        duplicates); rejected rows go to ``quarantine`` with file, line, field
+        and reason. Identities are rebuilt after events or people imports.
+        """
+        started = time.perf_counter()
+        received = datetime.now().astimezone()
+        source = open_source(
+            path, target, workspace=self.name, mapping=dict(mapping or {}), fmt=fmt, tz=tz,
+            chunk_rows=chunk_rows or config.setting("chunk_rows"), received_at=received,
+        )
+        reasons: Counter[str] = Counter()
+        quarantined = 0
+        total = source.info.total_rows if source.info.fmt == "parquet" else source.info.total_bytes
+        with self.store.appender(target) as rows, self.store.appender(
+            "quarantine", key=("workspace", "target", "source", "line", "field", "reason")
+        ) as bad:
+            for chunk in source:
+                rows.write(chunk.accepted)
+                if chunk.quarantined.num_rows:
+                    bad.write(chunk.quarantined)
+                    quarantined += chunk.quarantined.num_rows
+                    reasons.update(chunk.quarantined.column("reason").to_pylist())
+                if progress:
+                    progress(chunk.bytes_done, total)
+            result = rows.commit()
+            bad.commit()
+        if target in ("events", "people") and result.inserted:
+            self.rebuild_identities()
+        return ImportReport(
+            source=str(path), target=target, fmt=source.info.fmt, accepted=result.inserted,
+            quarantined=quarantined, duplicates=result.duplicates, reasons=dict(reasons.most_common()),
+            folded=tuple(source.info.folded), seconds=time.perf_counter() - started,
+        )
+
+    def import_events(self, path: str | Path, **kwargs: Any) -> ImportReport:
+        return self.import_file("events", path, **kwargs)
+
+    def import_people(self, path: str | Path, **kwargs: Any) -> ImportReport:
+        return self.import_file("people", path, **kwargs)
+
+    def import_accounts(self, path: str | Path, **kwargs: Any) -> ImportReport:
+        return self.import_file("accounts", path, **kwargs)
+
+    def import_costs(self, path: str | Path, **kwargs: Any) -> ImportReport:
+        return self.import_file("costs", path, **kwargs)
+
+    def import_surveys(self, path: str | Path, **kwargs: Any) -> ImportReport:
+        return self.import_file("surveys", path, **kwargs)
+
+    def rebuild_identities(self) -> IdentityGraph:
+        graph = rebuild_identities(self.store, self.name)
+        self._identity_conflicts = graph.conflicts
+        return graph
+
+    # ---------------------------------------------------------------- analyses
+    def stage_funnel(self, model: str | Path | JourneyModel | None = None, *, unit: str = "person") -> StageFunnel:
+        """Persons (or accounts) reaching each stage of ``model``; see :func:`analyses.stages.stage_funnel`."""
+        m = self.model(model)
+        return stage_funnel(self.touches(m), m, unit=unit)
+
+    stages = stage_funnel
+
+    def overview(self, model: str | Path | JourneyModel | None = None, *, top: int = 8) -> Overview:
+        m = self.model(model)
+        return overview(self.touches(m), self.events(), top=top)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open(url: str | Path | None = None, *, workspace: str | None = None, read_only: bool = False) -> Workspace:  # noqa: A001
+    """Open (creating when missing) the store at ``url`` and return a :class:`Workspace`.
+
+    ``url`` is a DuckDB file path (default ``journeylens.duckdb``; env
+    ``JOURNEYLENS_DB``) or ``spark://local[2]?warehouse=DIR`` for the Spark store.
+    """
+    store = open_store(config.setting("db", url), read_only=read_only)
+    return Workspace(store, config.setting("workspace", workspace))
