@@ -185,13 +185,14 @@ ACCOUNTS = TableSpec(
 
 IDENTITIES = TableSpec(
     name="identities",
-    description="Derived identity graph: every known id (anonymous or user id) with the "
-    "`person_id` it resolves to and the person's `account_id`. Rebuilt after each import.",
+    description="Derived identity graph: every id taking part in an identify/alias link or a "
+    "group call, with the `person_id` it resolves to and the person's `account_id`. Ids not "
+    "listed are their own person. Rebuilt after each import of events or people.",
     derived=True,
     key=("workspace", "id"),
     columns=(
         Column("workspace", "string", "Workspace.", True),
-        Column("id", "string", "An anonymous_id or user_id seen in events.", True),
+        Column("id", "string", "An anonymous_id or user_id.", True),
         Column("person_id", "string", "The person the id belongs to (root of its link chain).", True),
         Column("account_id", "string", "Account of the person (latest group call)."),
     ),
