@@ -25,7 +25,14 @@ from journeylens.analyses.overview import Overview, overview
 from journeylens.analyses.stages import StageFunnel, stage_funnel
 from journeylens.identity import IdentityGraph, rebuild_identities, resolve_persons
 from journeylens.ingest import open_source
-from journeylens.journey import JourneyModel, TouchpointCatalog, assign_stages, builtin_models, load_catalog, load_model
+from journeylens.journey import (
+    JourneyModel,
+    TouchpointCatalog,
+    assign_stages,
+    builtin_models,
+    load_catalog,
+    load_model,
+)
 from journeylens.store import Store, open_store
 
 Progress = Callable[[int, int | None], None]
@@ -195,7 +202,7 @@ class Workspace:
         self.close()
 
 
-def open(url: str | Path | None = None, *, workspace: str | None = None, read_only: bool = False) -> Workspace:  # noqa: A001
+def open(url: str | Path | None = None, *, workspace: str | None = None, read_only: bool = False) -> Workspace:
     """Open (creating when missing) the store at ``url`` and return a :class:`Workspace`.
 
     ``url`` is a DuckDB file path (default ``journeylens.duckdb``; env

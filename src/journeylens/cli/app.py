@@ -24,7 +24,12 @@ import journeylens
 from journeylens import config, schema
 from journeylens.analyses.stages import StageFunnel
 from journeylens.cli.render import Format, emit, err, fmt_cell, out, to_json
-from journeylens.errors import InvalidParameterError, JourneylensError, NothingAcceptedError, RejectedRowsError
+from journeylens.errors import (
+    InvalidParameterError,
+    JourneylensError,
+    NothingAcceptedError,
+    RejectedRowsError,
+)
 from journeylens.workspace import ImportReport, Workspace
 
 app = typer.Typer(
@@ -245,8 +250,8 @@ def demo(
     ch = Table(title="Top channels", title_justify="left")
     for c in ("channel", "people", "touches", "share of touches"):
         ch.add_column(c, justify="left" if c == "channel" else "right")
-    for c in ov.channels:
-        ch.add_row(c.channel, fmt_cell(c.people), fmt_cell(c.touches), fmt_cell(c.share_of_touches))
+    for row in ov.channels:
+        ch.add_row(row.channel, fmt_cell(row.people), fmt_cell(row.touches), fmt_cell(row.share_of_touches))
     out.print(ch)
     out.print("[dim]Next: `journeylens stages --model aida`, `journeylens models`, "
               "`journeylens import events FILE`.[/]")

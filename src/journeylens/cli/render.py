@@ -11,7 +11,7 @@ import json
 import math
 import sys
 from datetime import date, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 import pandas as pd
@@ -22,7 +22,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"

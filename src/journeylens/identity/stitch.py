@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
@@ -20,7 +22,7 @@ def _links(store: Store, workspace: str) -> list[Link]:
     return [Link(**r) for r in rows]
 
 
-def _memberships(store: Store, workspace: str) -> list[tuple[str, str, object]]:
+def _memberships(store: Store, workspace: str) -> list[tuple[str, str, datetime]]:
     e = store.table("events")
     g = e.filter((e.workspace == workspace) & (e.type == "group") & e.account_id.notnull())
     g = g.select(ident=ibis.coalesce(g.user_id, g.anonymous_id), account_id=g.account_id, ts=g.ts)

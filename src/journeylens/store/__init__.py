@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from journeylens.store.base import AppendResult, Appender, Store
+from journeylens.store.base import Appender, AppendResult, Store
 from journeylens.store.functions import json_get, json_get_number
 
 __all__ = ["AppendResult", "Appender", "Store", "json_get", "json_get_number", "open_store"]

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import ibis
-import ibis.expr.types as ir
 import pyarrow as pa
 
 from journeylens import schema
 from journeylens.errors import StoreError
-from journeylens.store.base import AppendResult, Appender, Store
+from journeylens.store.base import Appender, AppendResult, Store
 from journeylens.store.functions import register_duckdb_functions
 
 _counter = itertools.count()

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from journeylens import schema
 from journeylens.errors import ConfigError, StoreError
-from journeylens.store.base import AppendResult, Appender, Store, empty_table
+from journeylens.store.base import Appender, AppendResult, Store, empty_table
 
 _META_FILE = "_journeylens_meta.json"
 
