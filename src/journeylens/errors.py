@@ -80,7 +80,8 @@ class UnknownNameError(JourneylensError):
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else None
         listed = ", ".join(allowed[:20]) + (" ..." if len(allowed) > 20 else "")
-        super().__init__(f"unknown {kind} '{name}'; choose one of: {listed}", hint=hint)
+        message = f"unknown {kind} '{name}'" + (f"; choose one of: {listed}" if allowed else "")
+        super().__init__(message, hint=hint)
         self.kind = kind
         self.name = name
 

@@ -22,7 +22,9 @@ import pandas as pd
 
 from journeylens import config, schema
 from journeylens.analyses.overview import Overview, overview
+from journeylens.analyses.quarantine import QuarantineReport, quarantine_report
 from journeylens.analyses.stages import StageFunnel, stage_funnel
+from journeylens.analyses.timeline import PersonTimeline, person_timeline
 from journeylens.identity import IdentityGraph, rebuild_identities, resolve_persons
 from journeylens.ingest import open_source
 from journeylens.journey import (
@@ -191,6 +193,14 @@ class Workspace:
     def overview(self, model: str | Path | JourneyModel | None = None, *, top: int = 8) -> Overview:
         m = self.model(model)
         return overview(self.touches(m), self.events(), top=top)
+
+    def journey(self, who: str, model: str | Path | JourneyModel | None = None) -> PersonTimeline:
+        """The stitched timeline of the person that id ``who`` belongs to."""
+        return person_timeline(self.touches(model), self.table("identities"), who)
+
+    def quarantine(self, *, limit: int = 50, target: str | None = None) -> QuarantineReport:
+        """Rejected rows of this workspace: counts by reason and the newest rows."""
+        return quarantine_report(self.table("quarantine"), limit=limit, target=target)
 
     def close(self) -> None:
         self.store.close()

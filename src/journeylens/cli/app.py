@@ -23,7 +23,7 @@ from rich.text import Text
 import journeylens
 from journeylens import config, schema
 from journeylens.analyses.stages import StageFunnel
-from journeylens.cli.render import Format, emit, err, fmt_cell, out, to_json
+from journeylens.cli.render import Format, emit, err, fmt_cell, frame_table, out, to_json
 from journeylens.errors import (
     InvalidParameterError,
     JourneylensError,
@@ -186,6 +186,39 @@ def stages(
         sys.stdout.write(to_json(d) + "\n")
     else:
         emit(result, fmt, table=_stage_table(result, f"Stages of {result.model}"))
+
+
+@app.command()
+def journey(
+    person: Annotated[str, typer.Argument(help="A person id, user id or anonymous id.")],
+    model: ModelOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Print one person's stitched timeline with stages and touchpoints."""
+    result = _open().journey(person, model)
+    title = f"Journey of {result.person_id}" + (f" (account {result.account_id})" if result.account_id else "")
+    title += f" — ids: {', '.join(result.ids)}"
+    df = result.to_pandas()
+    if not df.empty:
+        df["ts"] = df["ts"].dt.strftime("%Y-%m-%d %H:%M")
+    emit(result, fmt, table=frame_table(df.drop(columns=["user_id", "anonymous_id"]), title))
+
+
+@app.command()
+def quarantine(
+    target: Annotated[str | None, typer.Option("--target", help="Only rows meant for this table.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many rows to list.")] = 20,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List quarantined (rejected) rows with file, line, field and reason."""
+    result = _open().quarantine(limit=limit, target=target)
+    title = f"{result.total:,} quarantined rows" + (
+        " — " + ", ".join(f"{r}: {n:,}" for r, n in result.reasons[:5]) if result.reasons else "")
+    if fmt is Format.table:
+        df = result.to_pandas().drop(columns=["raw"])
+        out.print(frame_table(df, title))
+    else:
+        emit(result, fmt)
 
 
 @app.command(name="schema")
