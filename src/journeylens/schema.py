@@ -253,6 +253,20 @@ QUARANTINE = TableSpec(
     ),
 )
 
+COHORTS = TableSpec(
+    name="cohorts",
+    description="Named cohorts: saved sets of persons (e.g. who dropped off at a funnel step), "
+    "usable as breakdowns and filters. Saving a cohort again replaces its members.",
+    key=("workspace", "name", "person_id"),
+    columns=(
+        Column("workspace", "string", "Workspace.", True),
+        Column("name", "string", "Cohort name.", True),
+        Column("person_id", "string", "A member (resolved person id).", True),
+        Column("created_at", _TS, "When the cohort was saved.", True),
+        Column("definition", "string", "How it was made (JSON: analysis and parameters)."),
+    ),
+)
+
 META = TableSpec(
     name="journeylens_meta",
     description="Key/value facts about the store, e.g. `schema_version`.",
@@ -263,7 +277,7 @@ META = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (EVENTS, PEOPLE, ACCOUNTS, IDENTITIES, COSTS, SURVEYS, QUARANTINE, META)
+    t.name: t for t in (EVENTS, PEOPLE, ACCOUNTS, IDENTITIES, COSTS, SURVEYS, QUARANTINE, COHORTS, META)
 }
 IMPORTABLE = {"events": EVENTS, "people": PEOPLE, "accounts": ACCOUNTS, "costs": COSTS, "surveys": SURVEYS}
 
