@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import duckdb  # noqa: E402
+import duckdb
 
-import journeylens  # noqa: E402
-from benchmarks.common import Measurement, measure, report  # noqa: E402
-from journeylens.demo import generate  # noqa: E402
+import journeylens
+from benchmarks.common import Measurement, measure, report
+from journeylens.demo import generate
 
 EVENTS_PER_PERSON_GUESS = 14
 

@@ -17,7 +17,7 @@ __all__ = ["ImportReport", "Workspace", "__version__", "open"]
 __version__ = "0.1.0"
 
 
-def open(url: str | Path | None = None, *, workspace: str | None = None, read_only: bool = False) -> Workspace:  # noqa: A001
+def open(url: str | Path | None = None, *, workspace: str | None = None, read_only: bool = False) -> Workspace:
     """Open the store at ``url`` (DuckDB file by default) and return a :class:`Workspace`."""
     from journeylens.workspace import open as _open
 
