@@ -22,7 +22,7 @@ typecheck:
 	$(PY) -m mypy
 
 pytest:
-	$(PY) -m pytest -q -W ignore::DeprecationWarning
+	$(PY) -m pytest -q -n 2 -W ignore::DeprecationWarning
 
 docs:
 	$(PY) -c "from journeylens import schema, config; open('docs/schema.md','w').write(schema.schema_markdown()); open('docs/settings.md','w').write(config.settings_markdown())"

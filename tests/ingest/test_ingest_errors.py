@@ -39,7 +39,7 @@ def test_empty_file(write: Writer) -> None:
 def test_unknown_format(write: Writer) -> None:
     err = fails(write("events.xlsx", "a,b\n1,2\n"))
     assert "cannot tell the format" in str(err)
-    assert err.hint is not None and "--format" in err.hint
+    assert err.hint is not None and "--input-format" in err.hint
     err = fails(write("events.csv", "a\n"), fmt="exel")
     assert "unknown format 'exel'" in str(err)
 
