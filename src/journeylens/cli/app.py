@@ -22,6 +22,7 @@ from rich.text import Text
 
 import journeylens
 from journeylens import config, schema
+from journeylens.analyses._time import format_duration
 from journeylens.analyses.stages import StageFunnel
 from journeylens.cli.render import Format, emit, err, fmt_cell, frame_table, out, to_json
 from journeylens.errors import (
@@ -161,13 +162,15 @@ def models(fmt: FormatOpt = Format.table) -> None:
 def _stage_table(result: StageFunnel, title: str) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     for col, justify in [("stage", "left"), ("people", "right"), ("", "left"), ("from previous", "right"),
-                         ("stalled here", "right"), ("touches", "right")]:
+                         ("stalled here", "right"), ("median time in stage", "right"), ("moved back", "right"),
+                         ("repeated", "right"), ("touches", "right")]:
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
     top = max((r.people for r in result.stages), default=0) or 1
     for r in result.stages:
-        bar = "█" * max(1 if r.people else 0, round(24 * r.people / top))
+        bar = "█" * max(1 if r.people else 0, round(16 * r.people / top))
         t.add_row(r.label, fmt_cell(r.people), f"[cyan]{bar}", fmt_cell(r.conversion_from_previous),
-                  fmt_cell(r.furthest), fmt_cell(r.touches))
+                  fmt_cell(r.furthest), format_duration(r.median_seconds_in_stage), fmt_cell(r.moved_back),
+                  fmt_cell(r.repeated), fmt_cell(r.touches))
     t.caption = f"unmatched touches: {result.unmatched_touches:,} · {result.unit}s with touches: {result.total_units:,}"
     return t
 
