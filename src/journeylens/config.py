@@ -39,6 +39,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("workspace", "default", "Workspace (tenant) to read and write."),
         Setting("model", "five_phase", "Default journey model (a built-in key or a YAML path)."),
         Setting("chunk_rows", 500_000, "Rows per chunk when importing files."),
+        Setting("memory_limit", "3GB",
+                "Memory DuckDB may use before spilling to disk (e.g. 3GB); bounds imports and analyses."),
     )
 }
 

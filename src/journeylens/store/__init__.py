@@ -25,6 +25,7 @@ def open_store(url: str | Path, *, read_only: bool = False) -> Store:
         return SparkStore(text)
     if text.startswith("duckdb://"):
         text = text.removeprefix("duckdb://") or ":memory:"
+    from journeylens.config import setting
     from journeylens.store.duckdb import DuckDBStore
 
-    return DuckDBStore(text, read_only=read_only)
+    return DuckDBStore(text, read_only=read_only, memory_limit=setting("memory_limit"))

@@ -17,7 +17,7 @@ import ibis
 import pyarrow as pa
 
 from journeylens import schema
-from journeylens.errors import StoreError
+from journeylens.errors import ConfigError, StoreError
 from journeylens.store.base import Appender, AppendResult, Store
 from journeylens.store.functions import register_duckdb_functions
 
@@ -97,7 +97,10 @@ class DuckDBStore(Store):
             raise StoreError(f"cannot open {path}: {exc}".splitlines()[0]) from exc
         self.raw = self.con.con
         if memory_limit:
-            self.raw.execute(f"SET memory_limit = '{memory_limit}'")
+            try:
+                self.raw.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'")
+            except Exception as exc:
+                raise ConfigError(f"invalid memory_limit '{memory_limit}'", hint="e.g. 3GB or 512MB") from exc
         if threads:
             self.raw.execute(f"SET threads = {int(threads)}")
         self.raw.execute("SET preserve_insertion_order = false")
