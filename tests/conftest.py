@@ -16,7 +16,11 @@ BACKENDS = ["duckdb", pytest.param("spark", marks=pytest.mark.spark)]
 def spark_session():  # type: ignore[no-untyped-def]
     from journeylens.store.spark import spark_session
 
-    return spark_session("local[2]", 2)
+    session = spark_session("local[2]", 2)
+    # Test data is tiny: adaptive planning and whole-stage codegen cost more than they save.
+    session.conf.set("spark.sql.adaptive.enabled", "false")
+    session.conf.set("spark.sql.codegen.wholeStage", "false")
+    return session
 
 
 def store_url(backend: str, folder: Path) -> str:

@@ -21,10 +21,35 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from journeylens import config, schema
+from journeylens.analyses.funnel import FunnelResult
 from journeylens.analyses.overview import Overview, overview
+from journeylens.analyses.paths import (
+    PathsQuery,
+    PathsResult,
+    Persons,
+    Sankey,
+    funnel_paths,
+    paths,
+    sankey,
+)
 from journeylens.analyses.quarantine import QuarantineReport, quarantine_report
+from journeylens.analyses.retention import (
+    ChurnQuery,
+    ChurnResult,
+    LifecycleQuery,
+    LifecycleResult,
+    RepurchaseQuery,
+    RepurchaseResult,
+    RetentionQuery,
+    RetentionResult,
+    churn,
+    lifecycle,
+    repurchase,
+    retention,
+)
 from journeylens.analyses.stages import StageFunnel, stage_funnel
 from journeylens.analyses.timeline import PersonTimeline, person_timeline
+from journeylens.analyses.transitions import TransitionMatrix, TransitionsQuery, transitions
 from journeylens.identity import IdentityGraph, rebuild_identities, resolve_persons
 from journeylens.ingest import open_source
 from journeylens.journey import (
@@ -36,6 +61,9 @@ from journeylens.journey import (
     load_model,
 )
 from journeylens.store import Store, open_store
+
+ModelRef = str | Path | JourneyModel | None
+"""A journey model: built-in key, YAML path, loaded model, or None for the default."""
 
 Progress = Callable[[int, int | None], None]
 """Called with (units done, total units or None) while importing."""
@@ -193,6 +221,46 @@ class Workspace:
     def overview(self, model: str | Path | JourneyModel | None = None, *, top: int = 8) -> Overview:
         m = self.model(model)
         return overview(self.touches(m), self.events(), top=top)
+
+    def paths(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons = None,
+              **params: Any) -> PathsResult:
+        """Top paths and Sankey flows; ``params`` are :class:`PathsQuery` fields (docs/paths.md)."""
+        return paths(self.touches(model), query if query is not None else PathsQuery(**params), persons=persons)
+
+    def sankey(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons = None,
+               **params: Any) -> Sankey:
+        """Sankey flows of all paths per step position (docs/paths.md)."""
+        return sankey(self.touches(model), query if query is not None else PathsQuery(**params), persons=persons)
+
+    def transitions(self, query: TransitionsQuery | None = None, *, model: ModelRef = None,
+                    persons: Persons = None, **params: Any) -> TransitionMatrix:
+        """Transition matrix; ``params`` are :class:`TransitionsQuery` fields (docs/paths.md)."""
+        return transitions(self.touches(model), query if query is not None else TransitionsQuery(**params),
+                           persons=persons)
+
+    def funnel_paths(self, result: FunnelResult, step: int | str, position: str = "after",
+                     query: PathsQuery | None = None, *, model: ModelRef = None) -> PathsResult:
+        """Paths before / between / after a funnel step, or of those who dropped off there."""
+        return funnel_paths(self.touches(model), result, step, position, query)
+
+    def retention(self, query: RetentionQuery | None = None, *, model: ModelRef = None,
+                  **params: Any) -> RetentionResult:
+        """Cohort retention; ``params`` are :class:`RetentionQuery` fields (docs/retention.md)."""
+        return retention(self.touches(model), query if query is not None else RetentionQuery(**params))
+
+    def lifecycle(self, query: LifecycleQuery | None = None, *, model: ModelRef = None,
+                  **params: Any) -> LifecycleResult:
+        """New / returning / resurrecting / dormant units per period (docs/retention.md)."""
+        return lifecycle(self.touches(model), query if query is not None else LifecycleQuery(**params))
+
+    def churn(self, query: ChurnQuery | None = None, *, model: ModelRef = None, **params: Any) -> ChurnResult:
+        """Churn per period: units inactive for ``inactive_for`` (docs/retention.md)."""
+        return churn(self.touches(model), query if query is not None else ChurnQuery(**params))
+
+    def repurchase(self, query: RepurchaseQuery | None = None, *, model: ModelRef = None,
+                   **params: Any) -> RepurchaseResult:
+        """Share of purchasers who purchase again (docs/retention.md)."""
+        return repurchase(self.touches(model), query if query is not None else RepurchaseQuery(**params))
 
     def journey(self, who: str, model: str | Path | JourneyModel | None = None) -> PersonTimeline:
         """The stitched timeline of the person that id ``who`` belongs to."""

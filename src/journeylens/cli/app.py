@@ -293,6 +293,18 @@ def demo(
               "`journeylens import events FILE`.[/]")
 
 
+# ------------------------------------------------------------------------ analysis commands
+def _register_commands() -> None:
+    from journeylens.cli import paths as paths_cli
+    from journeylens.cli import retention as retention_cli
+
+    paths_cli.register(app)
+    retention_cli.register(app)
+
+
+_register_commands()
+
+
 # ------------------------------------------------------------------------ entry point
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line."""

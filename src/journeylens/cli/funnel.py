@@ -1,0 +1,113 @@
+"""``journeylens funnel STEP...``: persons (or accounts) through a sequence of steps.
+
+Registered on the main app with :func:`register`; the command builds a
+:class:`~journeylens.analyses.funnel.FunnelQuery` (the same request model the
+Python and REST APIs use), runs it on the workspace's touches and renders the
+result (``--format table|json|csv``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from journeylens.analyses._time import format_duration
+from journeylens.analyses.funnel import (
+    DEFAULT_WINDOW,
+    FunnelQuery,
+    FunnelResult,
+    FunnelStep,
+    funnel,
+)
+from journeylens.cli.render import Format, emit, fmt_cell, out
+
+_BAR = 24
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``funnel`` command to ``app``."""
+    app.command("funnel")(funnel_command)
+
+
+def funnel_command(
+    steps: Annotated[list[str], typer.Argument(
+        help="Steps in order: event names, or filters such as channel=email, stage=decision, "
+             "event=purchase&properties.total>=50, touchpoint=shop|app.", show_default=False)],
+    window: Annotated[str, typer.Option("--window", help="Conversion window from the first step to the last: "
+                                        "30m, 12h, 7d, 4w or seconds.")] = DEFAULT_WINDOW,
+    step_window: Annotated[str | None, typer.Option("--step-window", help="Longest gap between two consecutive "
+                                                    "steps (ordered and strict funnels).")] = None,
+    order: Annotated[str, typer.Option("--order", help="ordered (other touches may come between steps), strict "
+                                       "(none may) or unordered (steps in any order).")] = "ordered",
+    unit: Annotated[str, typer.Option("--unit", help="person or account (B2B).")] = "person",
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="EVENT:i:j — an attempt with EVENT after "
+                                                      "step i and before step j stops at step i (repeatable).")] = None,
+    breakdown: Annotated[str | None, typer.Option("--breakdown", help="Column (channel, touchpoint, utm_source, "
+                                                  "...) or properties.KEY to split the funnel by.")] = None,
+    breakdown_from: Annotated[str, typer.Option("--breakdown-from", help="Which touch gives the breakdown value: "
+                                                "first_touch, last_touch or step:K.")] = "first_touch",
+    breakdown_limit: Annotated[int, typer.Option("--breakdown-limit", help="Values shown separately; the rest are "
+                                                 "(other).")] = 25,
+    trend: Annotated[str | None, typer.Option("--trend", help="Conversion by entry period: day, week or "
+                                              "month.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Journey model for stage=... steps "
+                                              "(default: five_phase).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)] = Format.table,
+) -> None:
+    """Funnel: how many persons go through STEP... within the window, where they drop off, how long they take."""
+    from journeylens.cli.app import _open  # the app imports this module to register the command
+
+    query = FunnelQuery(
+        steps=steps, window=window, step_window=step_window, order=order, unit=unit, exclusions=exclude or [],
+        breakdown=breakdown, breakdown_attribution=breakdown_from, breakdown_limit=breakdown_limit,
+        trend_period=trend,
+    )
+    ws = _open()
+    result = funnel(ws.touches(model), query)
+    if fmt is Format.table:
+        for table in funnel_tables(result):
+            out.print(table)
+    else:
+        emit(result, fmt)
+
+
+def funnel_tables(result: FunnelResult) -> list[Table]:
+    """The rich tables of a funnel: overall, one per breakdown value, then the trend."""
+    q = result.query
+    head = f"Funnel ({q.order}, window {q.window}"
+    head += f", step window {q.step_window})" if q.step_window is not None else ")"
+    tables = [_steps_table(result.steps, f"{head} — {result.unit}s")]
+    for b in result.breakdown:
+        tables.append(_steps_table(b.steps, escape(f"{q.breakdown} = {b.value}")))
+    if result.trend:
+        t = Table(title=f"Conversion by entry {q.trend_period}", title_justify="left", header_style="bold")
+        cols = ["period"] + (["breakdown"] if q.breakdown is not None else []) + ["entered", "converted", "conversion"]
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("period", "breakdown") else "right")
+        for r in result.trend:
+            cells: list[str | Text] = [r.period.isoformat()]
+            if q.breakdown is not None:
+                cells.append(Text(r.breakdown or "all"))
+            t.add_row(*cells, fmt_cell(r.entered), fmt_cell(r.converted), f"{r.conversion:.1%}")
+        tables.append(t)
+    return tables
+
+
+def _steps_table(steps: tuple[FunnelStep, ...], title: str) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for col, justify in [("#", "right"), ("step", "left"), ("persons", "right"), ("", "left"),
+                         ("from start", "right"), ("from previous", "right"), ("dropped", "right"),
+                         ("median time", "right"), ("p90 time", "right"), ("totals", "right")]:
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    top = max((s.persons for s in steps), default=0) or 1
+    for s in steps:
+        bar = "█" * max(1 if s.persons else 0, round(_BAR * s.persons / top))
+        t.add_row(str(s.index), Text(s.step), fmt_cell(s.persons), f"[cyan]{bar}", f"{s.conversion_from_start:.1%}",
+                  f"{s.conversion_from_previous:.1%}", fmt_cell(s.drop_offs),
+                  format_duration(s.median_seconds_to_convert), format_duration(s.p90_seconds_to_convert),
+                  fmt_cell(s.totals))
+    return t
