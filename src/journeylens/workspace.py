@@ -21,7 +21,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from journeylens import config, schema
-from journeylens.analyses.funnel import FunnelResult
+from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
 from journeylens.analyses.overview import Overview, overview
 from journeylens.analyses.paths import (
     PathsQuery,
@@ -221,6 +221,13 @@ class Workspace:
     def overview(self, model: str | Path | JourneyModel | None = None, *, top: int = 8) -> Overview:
         m = self.model(model)
         return overview(self.touches(m), self.events(), top=top)
+
+    def funnel(self, steps: list[Any] | None = None, query: FunnelQuery | None = None, *,
+               model: ModelRef = None, **params: Any) -> FunnelResult:
+        """Funnel over ``steps`` (event names or filters); ``params`` are :class:`FunnelQuery`
+        fields such as ``window="7d"``, ``order="strict"`` (docs/funnels.md)."""
+        q = query if query is not None else FunnelQuery(steps=steps, **params)
+        return funnel(self.touches(model), q)
 
     def paths(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons = None,
               **params: Any) -> PathsResult:

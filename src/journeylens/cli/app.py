@@ -295,9 +295,11 @@ def demo(
 
 # ------------------------------------------------------------------------ analysis commands
 def _register_commands() -> None:
+    from journeylens.cli import funnel as funnel_cli
     from journeylens.cli import paths as paths_cli
     from journeylens.cli import retention as retention_cli
 
+    funnel_cli.register(app)
     paths_cli.register(app)
     retention_cli.register(app)
 
