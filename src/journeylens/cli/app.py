@@ -160,17 +160,22 @@ def models(fmt: FormatOpt = Format.table) -> None:
 
 
 def _stage_table(result: StageFunnel, title: str) -> Table:
+    """The stage funnel as a table; on terminals narrower than 110 columns the
+    non-linearity columns (moved back, repeated) are left to --format json/csv."""
+    wide = out.width >= 110
     t = Table(title=title, title_justify="left", header_style="bold")
-    for col, justify in [("stage", "left"), ("people", "right"), ("", "left"), ("from previous", "right"),
-                         ("stalled here", "right"), ("median time in stage", "right"), ("moved back", "right"),
-                         ("repeated", "right"), ("touches", "right")]:
-        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    t.add_column("stage", no_wrap=True)
+    cols = ["people", "", "conv.", "stalled", "in stage"]
+    cols += ["moved back", "repeated", "touches"] if wide else ["touches"]
+    for col in cols:
+        t.add_column(col, justify="left" if col == "" else "right", no_wrap=True)
     top = max((r.people for r in result.stages), default=0) or 1
     for r in result.stages:
-        bar = "█" * max(1 if r.people else 0, round(16 * r.people / top))
-        t.add_row(r.label, fmt_cell(r.people), f"[cyan]{bar}", fmt_cell(r.conversion_from_previous),
-                  fmt_cell(r.furthest), format_duration(r.median_seconds_in_stage), fmt_cell(r.moved_back),
-                  fmt_cell(r.repeated), fmt_cell(r.touches))
+        bar = "█" * max(1 if r.people else 0, round(8 * r.people / top))
+        cells = [r.label, fmt_cell(r.people), f"[cyan]{bar}", fmt_cell(r.conversion_from_previous),
+                 fmt_cell(r.furthest), format_duration(r.median_seconds_in_stage)]
+        cells += [fmt_cell(r.moved_back), fmt_cell(r.repeated)] if wide else []
+        t.add_row(*cells, fmt_cell(r.touches))
     t.caption = f"unmatched touches: {result.unmatched_touches:,} · {result.unit}s with touches: {result.total_units:,}"
     return t
 
