@@ -294,8 +294,9 @@ def demo(
     for row in ov.channels:
         ch.add_row(row.channel, fmt_cell(row.people), fmt_cell(row.touches), fmt_cell(row.share_of_touches))
     out.print(ch)
-    out.print("[dim]Next: `journeylens stages --model aida`, `journeylens models`, "
-              "`journeylens import events FILE`.[/]")
+    out.print("[dim]Next: `journeylens funnel visit product_view add_to_cart purchase --window 7d`, "
+              "`journeylens paths`, `journeylens retention`, `journeylens stages --model aida`, "
+              "`journeylens journey PERSON_ID`.[/]")
 
 
 # ------------------------------------------------------------------------ analysis commands
