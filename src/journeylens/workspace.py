@@ -8,17 +8,19 @@ builds the resolved touch table and hands it to the functions in
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow as pa
 
 from journeylens import config, schema
 from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
@@ -50,6 +52,7 @@ from journeylens.analyses.retention import (
 from journeylens.analyses.stages import StageFunnel, stage_funnel
 from journeylens.analyses.timeline import PersonTimeline, person_timeline
 from journeylens.analyses.transitions import TransitionMatrix, TransitionsQuery, transitions
+from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.identity import IdentityGraph, rebuild_identities, resolve_persons
 from journeylens.ingest import open_source
 from journeylens.journey import (
@@ -268,6 +271,34 @@ class Workspace:
                    **params: Any) -> RepurchaseResult:
         """Share of purchasers who purchase again (docs/retention.md)."""
         return repurchase(self.touches(model), query if query is not None else RepurchaseQuery(**params))
+
+    def save_cohort(self, name: str, persons: Iterable[str], *, definition: Mapping[str, Any] | None = None) -> int:
+        """Save ``persons`` as the named cohort ``name`` (replacing its members); returns the size.
+
+        A cohort can then be used as a breakdown or filter (``ws.cohort(name)``).
+        """
+        if not name.strip():
+            raise InvalidParameterError("a cohort needs a name")
+        members = sorted(set(persons))
+        cohorts = self.table("cohorts")
+        keep = self.store.to_pyarrow(cohorts.filter(cohorts.name != ibis.literal(name)))
+        now = datetime.now(UTC)
+        new = pa.Table.from_pylist(
+            [{"workspace": self.name, "name": name, "person_id": p, "created_at": now,
+              "definition": json.dumps(dict(definition or {}), default=str)} for p in members],
+            schema=schema.COHORTS.arrow_schema(),
+        )
+        self.store.replace_workspace_rows("cohorts", self.name, pa.concat_tables([keep.cast(new.schema), new]))
+        return len(members)
+
+    def cohort(self, name: str) -> list[str]:
+        """Members (person ids) of the saved cohort ``name``."""
+        cohorts = self.table("cohorts")
+        names = self.store.to_pyarrow(cohorts.select("name").distinct()).column("name").to_pylist()
+        if name not in names:
+            raise UnknownNameError("cohort", name, names)
+        rows = cohorts.filter(cohorts.name == ibis.literal(name)).person_id
+        return sorted(self.store.to_pyarrow(rows).to_pylist())
 
     def journey(self, who: str, model: str | Path | JourneyModel | None = None) -> PersonTimeline:
         """The stitched timeline of the person that id ``who`` belongs to."""
