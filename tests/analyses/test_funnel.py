@@ -8,15 +8,19 @@ unless a test says seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+import ibis
 import ibis.expr.types as ir
 import pytest
 
 from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
 from journeylens.errors import InvalidParameterError, UnknownNameError
-from tests.helpers import T0
+from journeylens.store import Store
+from journeylens.store import functions as store_functions
+from journeylens.workspace import Workspace
+from tests.helpers import T0, events_table
 
 Touches = Callable[[list[dict[str, Any]]], ir.Table]
 
@@ -253,8 +257,6 @@ def test_breakdown_by_property_with_a_limit(touches_of: Touches) -> None:
 
 
 def test_breakdown_by_segment_table(touches_of: Touches) -> None:
-    import ibis
-
     t = touches_of([ev("p1", "visit", 0), ev("p1", "purchase", 1), ev("p2", "visit", 0), ev("p3", "visit", 0)])
     personas = ibis.memtable({"person_id": ["p1", "p2", "p1"], "value": ["saver", "saver", "gifter"]})
     r = funnel(t, FunnelQuery(steps=["visit", "purchase"], window="1d", breakdown="persona"),
@@ -351,3 +353,35 @@ def test_unknown_fields_and_breakdowns_suggest_names(touches_of: Touches) -> Non
         funnel(t, FunnelQuery(steps=["visit", "purchase"], breakdown="chanel"))
     with pytest.raises(InvalidParameterError, match="holds numbers"):
         funnel(t, FunnelQuery(steps=["visit", "revenue=lots"]))
+
+
+# ------------------------------------------------------------------------- integer time path
+@ibis.udf.scalar.builtin
+def unix_micros(ts: datetime) -> int:  # type: ignore[empty-body]
+    """Spark's builtin; on DuckDB the macro below (what the store may register)."""
+
+
+@pytest.mark.parametrize("order", ["ordered", "strict", "unordered"])
+def test_integer_microseconds_give_the_same_answers(make_store: Callable[[], Store], backend: str,
+                                                    monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """With a ``unix_micros`` builtin in the store's functions the funnel compares integer
+    microseconds instead of timestamps plus intervals; both paths agree to the microsecond."""
+    store = make_store()
+    store.append("events", events_table([
+        at("p1", "visit", 0), at("p1", "product_view", 1800), at("p1", "purchase", 1800.000001),
+        at("p2", "visit", 0), at("p2", "product_view", 1800.000001), at("p2", "purchase", 1801),
+        at("p3", "visit", 10), at("p3", "coupon_error", 11), at("p3", "product_view", 12.5),
+        at("p3", "purchase", 13),
+    ]))
+    if backend == "duckdb":
+        store.con.raw_sql("CREATE OR REPLACE TEMP MACRO unix_micros(t) AS epoch_us(t)")
+    touches = Workspace(store).touches()
+    extra: dict[str, Any] = {"step_window": "1800s"} if order != "unordered" else {}
+    if order == "ordered":
+        extra["exclusions"] = ["coupon_error:1:2"]
+    q = FunnelQuery(steps=["visit", "product_view", "purchase"], window="30m", order=order, **extra)
+    plain = funnel(touches, q)
+    monkeypatch.setattr(store_functions, "unix_micros", unix_micros, raising=False)
+    fast = funnel(touches, q)
+    assert fast.to_dict() == plain.to_dict()
+    assert fast.levels() == plain.levels()

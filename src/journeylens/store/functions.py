@@ -8,6 +8,7 @@ Spark has it natively; on DuckDB the store registers a macro of that name
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import ibis
@@ -19,9 +20,16 @@ def get_json_object(json: str, path: str) -> str:  # type: ignore[empty-body]
     """Value at ``path`` of JSON text as a string; NULL when absent or not JSON."""
 
 
+@ibis.udf.scalar.builtin
+def unix_micros(ts: datetime) -> int:  # type: ignore[empty-body]
+    """Microseconds since the Unix epoch (UTC); integer arithmetic on times is much
+    cheaper than time-zone-aware timestamp arithmetic on DuckDB."""
+
+
 DUCKDB_MACROS = (
     "CREATE OR REPLACE TEMP MACRO get_json_object(j, p) AS "
     "CASE WHEN json_valid(j) THEN json_extract_string(j, p) END",
+    "CREATE OR REPLACE TEMP MACRO unix_micros(t) AS epoch_us(t)",
 )
 
 
