@@ -763,7 +763,6 @@ def step_predicate(t: ir.Table, step: Step) -> ir.BooleanValue:
     return _step_filter(t, step).fill_null(False)
 
 
-_step_predicate = step_predicate  # the name other analyses imported first
 
 
 def _step_filter(t: ir.Table, step: Step) -> ir.BooleanValue:
@@ -796,7 +795,8 @@ def _condition_predicate(t: ir.Table, c: Condition) -> ir.BooleanValue:
     return {"gt": x > v, "gte": x >= v, "lt": x < v, "lte": x <= v}[c.op]
 
 
-def _check_fields(touches: ir.Table, steps: Sequence[Step]) -> None:
+def check_step_fields(touches: ir.Table, steps: Sequence[Step]) -> None:
+    """Raise :class:`UnknownNameError` (with a suggestion) when a step reads a column ``touches`` lacks."""
     columns = [c for c in touches.columns if c != "properties"]
     for step in steps:
         for f in step.fields:
@@ -812,8 +812,8 @@ def _plan(touches: ir.Table, q: FunnelQuery) -> _Plan:
     missing = [c for c in (col, _TS) if c not in touches.columns]
     if missing:
         raise UnknownNameError("column", missing[0], touches.columns)
-    _check_fields(touches, q.steps)
-    _check_fields(touches, [e.step for e in q.exclusions])
+    check_step_fields(touches, q.steps)
+    check_step_fields(touches, [e.step for e in q.exclusions])
     # only the columns the funnel reads: the backend need not compute the others (stages ...)
     used = {col, _TS}
     for step in [*q.steps, *(e.step for e in q.exclusions)]:

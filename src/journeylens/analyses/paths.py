@@ -40,7 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from journeylens.analyses._time import format_duration
-from journeylens.analyses.funnel import FunnelResult, Step, _check_fields, step_predicate
+from journeylens.analyses.funnel import FunnelResult, Step, check_step_fields, step_predicate
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey.stages import glob_regex
 
@@ -467,7 +467,7 @@ def _check_columns(touches: ir.Table, q: PathOptions, steps: Sequence[Step]) -> 
     for c in (q.unit_column, _TS, q.level_column):
         if c not in touches.columns:
             raise UnknownNameError("column", c, touches.columns)
-    _check_fields(touches, steps)
+    check_step_fields(touches, steps)
 
 
 def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,

@@ -44,7 +44,7 @@ from journeylens.analyses.funnel import (
     OTHER_LABEL,
     PROPERTY_PREFIX,
     Step,
-    _check_fields,
+    check_step_fields,
     step_predicate,
 )
 from journeylens.errors import InvalidParameterError, UnknownNameError
@@ -825,7 +825,7 @@ def _plan(touches: ir.Table, q: _Query) -> _Plan | None:
     for needed in (col, _TS):
         if needed not in touches.columns:
             raise UnknownNameError("column", needed, touches.columns)
-    _check_fields(touches, q.steps())
+    check_step_fields(touches, q.steps())
     # only the columns the query reads: smaller plans compile and run faster
     names = {col, _TS}
     for f in [*(f for s in q.steps() for f in s.fields), *([q.breakdown] if q.breakdown else [])]:

@@ -24,7 +24,17 @@ import journeylens
 from journeylens import config, schema
 from journeylens.analyses._time import format_duration
 from journeylens.analyses.stages import StageFunnel
-from journeylens.cli.render import Format, emit, err, fmt_cell, frame_table, out, to_json
+from journeylens.cli.render import (
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    err,
+    fmt_cell,
+    frame_table,
+    out,
+    to_json,
+)
 from journeylens.errors import (
     InvalidParameterError,
     JourneylensError,
@@ -46,8 +56,6 @@ app.add_typer(import_app, name="import")
 
 _state: dict[str, Any] = {}
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Journey model key or YAML path (default: five_phase).")]
 
 
 @app.callback()

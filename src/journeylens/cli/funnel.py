@@ -23,7 +23,7 @@ from journeylens.analyses.funnel import (
     FunnelStep,
     funnel,
 )
-from journeylens.cli.render import Format, emit, fmt_cell, out
+from journeylens.cli.render import Format, FormatOpt, emit, fmt_cell, out
 
 _BAR = 24
 
@@ -56,7 +56,7 @@ def funnel_command(
                                               "month.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Journey model for stage=... steps "
                                               "(default: five_phase).")] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Funnel: how many persons go through STEP... within the window, where they drop off, how long they take."""
     from journeylens.cli.app import _open  # the app imports this module to register the command

@@ -29,14 +29,12 @@ from journeylens.analyses.transitions import (
     TransitionsQuery,
     transitions,
 )
-from journeylens.cli.render import Format, emit, err, fmt_cell, out
+from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, err, fmt_cell, out
 from journeylens.errors import InputFileError, InvalidParameterError
 
 TABLE_ROWS = 50
 """Transitions shown in the terminal table (all of them in JSON and CSV)."""
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Journey model key or YAML path (default: five_phase).")]
 LevelOpt = Annotated[str, typer.Option("--level", "-l", help=f"Node of a path: {', '.join(LEVELS)}.")]
 UnitOpt = Annotated[str, typer.Option("--unit", help="person or account (B2B).")]
 FromOpt = Annotated[str | None, typer.Option("--from", help="Start each path at the first touch matching this step filter (e.g. add_to_cart, channel=email).")]

@@ -12,9 +12,10 @@ import math
 import sys
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import pandas as pd
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -26,6 +27,14 @@ class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
+"""The ``--format table|json|csv`` option every command shares."""
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Journey model key or YAML path (default: five_phase).")
+]
+"""The ``--model`` option every command shares."""
 
 
 class Renderable(Protocol):

@@ -27,11 +27,9 @@ from journeylens.analyses.retention import (
     repurchase,
     retention,
 )
-from journeylens.cli.render import Format, emit, fmt_cell, out
+from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
 from journeylens.workspace import Workspace
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Journey model for stage filters (default: five_phase).")]
 UnitOpt = Annotated[str, typer.Option("--unit", help="person or account (B2B).")]
 BreakdownOpt = Annotated[str | None, typer.Option("--breakdown", "-b",
                                                   help="Column or properties.KEY of the first touch to split by.")]
