@@ -123,3 +123,9 @@ def test_stages_every_format(tmp_path: Path, events_csv: Path) -> None:
 
 def test_journey_of_unknown_person(tmp_path: Path) -> None:
     assert "unknown person 'ghost'" in one_line_error(run(tmp_path, "journey", "ghost"))
+
+
+def test_usage_error_exits_2_without_traceback(tmp_path: Path) -> None:
+    r = run(tmp_path, "stages", "--no-such-option")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "No such option" in r.stderr

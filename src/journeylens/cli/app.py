@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -325,15 +324,7 @@ _register_commands()
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line."""
     try:
-        rv = app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        app()  # Typer handles usage errors and --help itself and exits via SystemExit
     except JourneylensError as exc:
         err.print(Text.assemble(("error", "bold red"), f" [{exc.code}]: {exc.message}"))
         if exc.hint:
@@ -348,4 +339,3 @@ def main() -> None:
         err.print(f"internal error: {type(exc).__name__}: {first}", markup=False)
         err.print("  set JOURNEYLENS_DEBUG=1 for the traceback and please report it", markup=False)
         sys.exit(70)
-    sys.exit(rv if isinstance(rv, int) else 0)
