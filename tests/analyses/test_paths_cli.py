@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from journeylens.cli import app as main_app
 from journeylens.cli.paths import register
