@@ -14,6 +14,9 @@ system-deps:
 	@command -v java >/dev/null 2>&1 || { \
 	  echo "installing Java 17 for PySpark"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium for the dashboard and map tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint:
 	$(PY) -m ruff check src tests benchmarks

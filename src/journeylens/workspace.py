@@ -53,7 +53,7 @@ from journeylens.analyses.stages import StageFunnel, stage_funnel
 from journeylens.analyses.timeline import PersonTimeline, person_timeline
 from journeylens.analyses.transitions import TransitionMatrix, TransitionsQuery, transitions
 from journeylens.errors import InvalidParameterError, UnknownNameError
-from journeylens.identity import IdentityGraph, rebuild_identities, resolve_persons
+from journeylens.identity import IdentityGraph, rebuild_identities, resolve_ids, resolve_persons
 from journeylens.ingest import open_source
 from journeylens.journey import (
     JourneyModel,
@@ -134,6 +134,29 @@ class Workspace:
         e = e.filter(e.type.isin(list(schema.TOUCH_TYPES)))
         t = resolve_persons(e, self.table("identities"))
         return assign_stages(t, self.model(model))
+
+    def surveys(self) -> ir.Table:
+        """Survey answers with the respondent resolved: ``person_id`` and ``account_id`` added."""
+        return resolve_ids(self.table("surveys"), "person", self.table("identities"))
+
+    def people(self) -> ir.Table:
+        """One row per person: ``person_id``, ``user_id``, ``account_id``, ``ts`` and ``traits``
+        (JSON) of the newest ``people`` row among the person's user ids."""
+        p = resolve_ids(self.table("people"), "user_id", self.table("identities"))
+        newest = ibis.row_number().over(group_by=p.person_id, order_by=[p.ts.desc(), p.message_id.desc()])
+        p = p.mutate(_n=newest)
+        return p.filter(p._n == 0).select("person_id", "user_id", "account_id", "ts", "traits")
+
+    def accounts(self) -> ir.Table:
+        """One row per account: ``account_id``, ``ts`` and ``traits`` (JSON) of its newest row."""
+        a = self.table("accounts")
+        newest = ibis.row_number().over(group_by=a.account_id, order_by=[a.ts.desc(), a.message_id.desc()])
+        a = a.mutate(_n=newest)
+        return a.filter(a._n == 0).select("account_id", "ts", "traits")
+
+    def costs(self) -> ir.Table:
+        """Imported costs (spend, impressions, clicks, video views per day, channel, campaign)."""
+        return self.table("costs")
 
     # ---------------------------------------------------------------- models
     def model(self, model: str | Path | JourneyModel | None = None) -> JourneyModel:

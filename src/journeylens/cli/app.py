@@ -308,13 +308,11 @@ def demo(
 
 # ------------------------------------------------------------------------ analysis commands
 def _register_commands() -> None:
-    from journeylens.cli import funnel as funnel_cli
-    from journeylens.cli import paths as paths_cli
-    from journeylens.cli import retention as retention_cli
+    import importlib
 
-    funnel_cli.register(app)
-    paths_cli.register(app)
-    retention_cli.register(app)
+    for name in ("funnel", "paths", "retention", "kpis", "attribution", "clv", "surveys", "personas",
+                 "painpoints", "experiment", "propensity", "serve"):
+        importlib.import_module(f"journeylens.cli.{name}").register(app)
 
 
 _register_commands()

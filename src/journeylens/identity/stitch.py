@@ -74,3 +74,23 @@ def resolve_persons(events: ir.Table, identities: ir.Table) -> ir.Table:
     t = t.left_join(acct, t.person_id == acct._p_id)
     t = t.mutate(account_id=ibis.coalesce(t.account_id, t._p_account))
     return t.drop("_u_id", "_u_person", "_a_id", "_a_person", "_p_id", "_p_account")
+
+
+def resolve_ids(table: ir.Table, column: str, identities: ir.Table) -> ir.Table:
+    """Add ``person_id`` and ``account_id`` to a table that names people by one id column
+    (a user id or an anonymous id, e.g. ``surveys.person`` or ``people.user_id``).
+
+    ``person_id`` = the person the id belongs to, else the id itself; ``account_id`` = the
+    table's own ``account_id`` column when it has one and it is set, else the person's account.
+    ``identities`` must already be restricted to the table's workspace.
+    """
+    ids = identities.select(_r_id=identities.id, _r_person=identities.person_id)
+    acct = identities.filter(identities.id == identities.person_id).select(
+        _r_pid=identities.id, _r_account=identities.account_id
+    )
+    t = table.left_join(ids, table[column] == ids._r_id)
+    t = t.mutate(person_id=ibis.coalesce(t._r_person, t[column]))
+    t = t.left_join(acct, t.person_id == acct._r_pid)
+    own = t.account_id if "account_id" in table.columns else ibis.null("string")
+    t = t.mutate(account_id=ibis.coalesce(own, t._r_account))
+    return t.drop("_r_id", "_r_person", "_r_pid", "_r_account")

@@ -1,0 +1,9 @@
+"""``journeylens serve``: not written yet (registered so the command list is stable)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
