@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from journeylens import config, schema
+from journeylens.analyses._time import parse_period
 from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
 from journeylens.analyses.overview import Overview, overview
 from journeylens.analyses.paths import (
@@ -50,6 +51,7 @@ from journeylens.analyses.retention import (
     retention,
 )
 from journeylens.analyses.stages import StageFunnel, stage_funnel
+from journeylens.analyses.value import CLVResult, ValueQuery, clv
 from journeylens.analyses.timeline import PersonTimeline, person_timeline
 from journeylens.analyses.transitions import TransitionMatrix, TransitionsQuery, transitions
 from journeylens.errors import InvalidParameterError, UnknownNameError
@@ -63,6 +65,8 @@ from journeylens.journey import (
     load_catalog,
     load_model,
 )
+from journeylens.journeymap import JourneyMap, MapConfig, build_map, example_config, load_map_config
+from journeylens.journeymap.compare import MapComparison, compare_maps
 from journeylens.store import Store, open_store
 
 ModelRef = str | Path | JourneyModel | None
@@ -295,6 +299,11 @@ class Workspace:
         """Share of purchasers who purchase again (docs/retention.md)."""
         return repurchase(self.touches(model), query if query is not None else RepurchaseQuery(**params))
 
+    def clv(self, query: ValueQuery | None = None, *, model: ModelRef = None,
+            segments: Mapping[str, ir.Table] | None = None, **params: Any) -> CLVResult:
+        """RFM, BG/NBD + Gamma-Gamma customer value; ``params`` are :class:`ValueQuery` fields (docs/clv.md)."""
+        return clv(self.touches(model), query if query is not None else ValueQuery(**params), segments=segments)
+
     def save_cohort(self, name: str, persons: Iterable[str], *, definition: Mapping[str, Any] | None = None) -> int:
         """Save ``persons`` as the named cohort ``name`` (replacing its members); returns the size.
 
@@ -322,6 +331,65 @@ class Workspace:
             raise UnknownNameError("cohort", name, names)
         rows = cohorts.filter(cohorts.name == ibis.literal(name)).person_id
         return sorted(self.store.to_pyarrow(rows).to_pylist())
+
+    # ---------------------------------------------------------------- journey map
+    PERSONA_COHORT_PREFIX = "persona:"
+    """Saved personas are cohorts named ``persona:<key>``."""
+
+    def scope_touches(self, touches: ir.Table, scope: Mapping[str, str]) -> ir.Table:
+        """Restrict ``touches`` to a map scope: ``period`` (see ``parse_period``), ``segment``
+        (a saved cohort) and/or ``persona`` (a saved persona)."""
+        t = touches
+        for key, value in scope.items():
+            if key == "period":
+                start, end = parse_period(value)
+                t = t.filter((t.ts >= ibis.literal(start)) & (t.ts < ibis.literal(end)))
+            elif key in ("segment", "persona"):
+                name = value if key == "segment" else self.PERSONA_COHORT_PREFIX + value
+                if key == "persona":
+                    self._check_persona(value)
+                members = ibis.memtable({"_member": self.cohort(name)}, schema={"_member": "string"})
+                t = t.semi_join(members, t.person_id == members._member)
+            else:
+                raise InvalidParameterError(f"unknown map scope '{key}'; use period, segment or persona")
+        return t
+
+    def _check_persona(self, persona: str) -> None:
+        cohorts = self.table("cohorts")
+        names = self.store.to_pyarrow(cohorts.select("name").distinct()).column("name").to_pylist()
+        known = sorted(n[len(self.PERSONA_COHORT_PREFIX):] for n in names if n.startswith(self.PERSONA_COHORT_PREFIX))
+        if persona not in known:
+            raise UnknownNameError("persona", persona, known)
+
+    def journey_map(self, model: ModelRef = None, *, persona: str | None = None, segment: str | None = None,
+                    period: str | None = None, unit: str = "person", config: str | Path | MapConfig | None = None,
+                    zoom: str | None = None, title: str | None = None) -> JourneyMap:
+        """The Customer Journey Map of ``model`` for everyone or one scope (docs/journey-map.md).
+
+        ``config`` is a map configuration file (goals, known hurdles, ideas, owners); by
+        default the example shipped for a built-in model is used when there is one.
+        """
+        m = self.model(model)
+        scope = {k: v for k, v in (("persona", persona), ("segment", segment), ("period", period)) if v}
+        if isinstance(config, MapConfig):
+            cfg: MapConfig | None = config
+        elif config is not None:
+            cfg = load_map_config(config)
+        else:
+            cfg = example_config(m.key)
+        touches = self.scope_touches(self.touches(m), scope)
+        return build_map(touches, m, catalog=self.catalog, unit=unit, config=cfg, scope=scope, title=title,
+                         zoom=zoom)
+
+    def compare_journey_maps(self, other: Mapping[str, str], model: ModelRef = None, *, alpha: float = 0.05,
+                             **scope: Any) -> MapComparison:
+        """Map of ``scope`` (keyword arguments of :meth:`journey_map`) beside the same map with
+        ``other`` replacing scope entries (e.g. ``{"persona": "researcher"}``)."""
+        a = self.journey_map(model, **scope)
+        b_scope = {**{k: v for k, v in scope.items() if k in ("persona", "segment", "period")}, **other}
+        rest = {k: v for k, v in scope.items() if k not in ("persona", "segment", "period")}
+        b = self.journey_map(model, **b_scope, **rest)
+        return compare_maps(a, b, alpha=alpha)
 
     def journey(self, who: str, model: str | Path | JourneyModel | None = None) -> PersonTimeline:
         """The stitched timeline of the person that id ``who`` belongs to."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime, timedelta
 
 from journeylens.errors import InvalidParameterError
 
@@ -72,3 +73,51 @@ def histogram_edges(limit_seconds: int) -> tuple[int, ...]:
     """
     inner = tuple(e for e in HISTOGRAM_EDGES if e < limit_seconds)
     return (*inner, limit_seconds)
+
+
+_PERIOD_TEXT = (
+    (re.compile(r"^(\d{4})$"), "year"),
+    (re.compile(r"^(\d{4})-[qQ]([1-4])$"), "quarter"),
+    (re.compile(r"^(\d{4})-(\d{2})$"), "month"),
+    (re.compile(r"^(\d{4})-[wW](\d{2})$"), "week"),
+    (re.compile(r"^(\d{4}-\d{2}-\d{2})$"), "day"),
+)
+
+
+def parse_period(text: str) -> tuple[datetime, datetime]:
+    """The half-open UTC interval ``[start, end)`` a period names: ``2026`` (year), ``2026-Q3``,
+    ``2026-10`` (month), ``2026-W40`` (ISO week, Monday to Monday), ``2026-10-05`` (day) or
+    ``2026-10-01..2026-10-31`` (both days included)."""
+    value = text.strip()
+    hint = "write 2026, 2026-Q3, 2026-10, 2026-W40, 2026-10-05 or 2026-10-01..2026-10-31"
+    try:
+        if ".." in value:
+            a, b = (part.strip() for part in value.split("..", 1))
+            start = datetime.fromisoformat(a).replace(tzinfo=UTC)
+            end = datetime.fromisoformat(b).replace(tzinfo=UTC) + timedelta(days=1)
+            if end <= start:
+                raise InvalidParameterError(f"period '{text}' ends before it starts", hint=hint)
+            return start, end
+        for pattern, kind in _PERIOD_TEXT:
+            m = pattern.match(value)
+            if not m:
+                continue
+            if kind == "year":
+                y = int(m.group(1))
+                return datetime(y, 1, 1, tzinfo=UTC), datetime(y + 1, 1, 1, tzinfo=UTC)
+            if kind == "quarter":
+                y, q = int(m.group(1)), int(m.group(2))
+                start = datetime(y, 3 * q - 2, 1, tzinfo=UTC)
+                return start, datetime(y + (q == 4), 1 if q == 4 else 3 * q + 1, 1, tzinfo=UTC)
+            if kind == "month":
+                y, mo = int(m.group(1)), int(m.group(2))
+                start = datetime(y, mo, 1, tzinfo=UTC)
+                return start, datetime(y + (mo == 12), 1 if mo == 12 else mo + 1, 1, tzinfo=UTC)
+            if kind == "week":
+                start = datetime.fromisocalendar(int(m.group(1)), int(m.group(2)), 1).replace(tzinfo=UTC)
+                return start, start + timedelta(days=7)
+            start = datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC)
+            return start, start + timedelta(days=1)
+    except ValueError:
+        raise InvalidParameterError(f"period '{text}' is not a valid date or period", hint=hint) from None
+    raise InvalidParameterError(f"period '{text}' is not a period", hint=hint)

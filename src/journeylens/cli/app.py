@@ -311,7 +311,7 @@ def _register_commands() -> None:
     import importlib
 
     for name in ("funnel", "paths", "retention", "kpis", "attribution", "clv", "surveys", "personas",
-                 "painpoints", "experiment", "propensity", "serve"):
+                 "painpoints", "experiment", "propensity", "map", "serve"):
         importlib.import_module(f"journeylens.cli.{name}").register(app)
 
 
