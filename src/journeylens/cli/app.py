@@ -275,10 +275,14 @@ def demo(
     model = "b2b" if scenario == "b2b" else config.setting("model")
     funnel = ws.stage_funnel(model)
     ov = ws.overview(model)
+    map_path = res.out_dir / "journey-map.html"
+    with _progress("drawing the journey map", None, ""):
+        ws.journey_map(model).to_html(map_path)
     if fmt is Format.json:
         sys.stdout.write(to_json({
             "scenario": scenario, "db": ws.store.url, "files": {k: str(v) for k, v in res.files.items()},
             "imports": [r.to_dict() for r in reports], "overview": ov.to_dict(), "stages": funnel.to_dict(),
+            "journey_map": str(map_path),
         }) + "\n")
         return
     if fmt is Format.csv:
@@ -301,6 +305,8 @@ def demo(
     for row in ov.channels:
         ch.add_row(row.channel, fmt_cell(row.people), fmt_cell(row.touches), fmt_cell(row.share_of_touches))
     out.print(ch)
+    out.print(f"[bold]Customer Journey Map:[/] {map_path.resolve()} (open it in a browser; "
+              f"`journeylens map --out map.png` renders a PNG)")
     out.print("[dim]Next: `journeylens funnel visit product_view add_to_cart purchase --window 7d`, "
               "`journeylens paths`, `journeylens retention`, `journeylens stages --model aida`, "
               "`journeylens journey PERSON_ID`.[/]")
