@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from journeylens import config, schema
 from journeylens.analyses._time import parse_period
+from journeylens.analyses.experiments import ExperimentQuery, ExperimentResult, experiment
 from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
 from journeylens.analyses.overview import Overview, overview
 from journeylens.analyses.paths import (
@@ -51,9 +52,10 @@ from journeylens.analyses.retention import (
     retention,
 )
 from journeylens.analyses.stages import StageFunnel, stage_funnel
-from journeylens.analyses.value import CLVResult, ValueQuery, clv
+from journeylens.analyses.surveys import SurveyQuery, SurveyResult, surveys
 from journeylens.analyses.timeline import PersonTimeline, person_timeline
 from journeylens.analyses.transitions import TransitionMatrix, TransitionsQuery, transitions
+from journeylens.analyses.value import CLVResult, ValueQuery, clv
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.identity import IdentityGraph, rebuild_identities, resolve_ids, resolve_persons
 from journeylens.ingest import open_source
@@ -65,7 +67,14 @@ from journeylens.journey import (
     load_catalog,
     load_model,
 )
-from journeylens.journeymap import JourneyMap, MapConfig, build_map, example_config, load_map_config
+from journeylens.journeymap import (
+    EmotionPoint,
+    JourneyMap,
+    MapConfig,
+    build_map,
+    example_config,
+    load_map_config,
+)
 from journeylens.journeymap.compare import MapComparison, compare_maps
 from journeylens.store import Store, open_store
 
@@ -304,6 +313,18 @@ class Workspace:
         """RFM, BG/NBD + Gamma-Gamma customer value; ``params`` are :class:`ValueQuery` fields (docs/clv.md)."""
         return clv(self.touches(model), query if query is not None else ValueQuery(**params), segments=segments)
 
+    def survey_report(self, query: SurveyQuery | None = None, *, model: ModelRef = None,
+                      segments: Mapping[str, ir.Table] | None = None, **params: Any) -> SurveyResult:
+        """Voice of the customer: NPS, CSAT, CES, emotion per stage, comment themes (docs/surveys.md)."""
+        q = query if query is not None else SurveyQuery(**params)
+        return surveys(self.surveys(), q, model=self.model(model), segments=segments)
+
+    def experiment(self, query: ExperimentQuery | None = None, *, model: ModelRef = None,
+                   **params: Any) -> ExperimentResult:
+        """A/B readout per variant with tests, intervals and the sample-ratio check (docs/experiments.md)."""
+        q = query if query is not None else ExperimentQuery(**params)
+        return experiment(self.touches(model), q, people=self.people() if q.unit == "person" else self.accounts())
+
     def save_cohort(self, name: str, persons: Iterable[str], *, definition: Mapping[str, Any] | None = None) -> int:
         """Save ``persons`` as the named cohort ``name`` (replacing its members); returns the size.
 
@@ -336,9 +357,9 @@ class Workspace:
     PERSONA_COHORT_PREFIX = "persona:"
     """Saved personas are cohorts named ``persona:<key>``."""
 
-    def scope_touches(self, touches: ir.Table, scope: Mapping[str, str]) -> ir.Table:
-        """Restrict ``touches`` to a map scope: ``period`` (see ``parse_period``), ``segment``
-        (a saved cohort) and/or ``persona`` (a saved persona)."""
+    def scope_table(self, touches: ir.Table, scope: Mapping[str, str]) -> ir.Table:
+        """Restrict a table with ``ts`` and ``person_id`` (touches, survey answers) to a scope:
+        ``period`` (see ``parse_period``), ``segment`` (a saved cohort) and/or ``persona``."""
         t = touches
         for key, value in scope.items():
             if key == "period":
@@ -377,9 +398,15 @@ class Workspace:
             cfg = load_map_config(config)
         else:
             cfg = example_config(m.key)
-        touches = self.scope_touches(self.touches(m), scope)
+        touches = self.scope_table(self.touches(m), scope)
+        answers = self.scope_table(self.surveys(), scope)
+        emotions = None
+        if int(answers.count().execute()):
+            emotions = {k: EmotionPoint(p.score, p.n, p.lower, p.upper)
+                        for k, p in surveys(answers, SurveyQuery(), model=m).emotion_by_stage().items()
+                        if p.score is not None}
         return build_map(touches, m, catalog=self.catalog, unit=unit, config=cfg, scope=scope, title=title,
-                         zoom=zoom)
+                         zoom=zoom, emotions=emotions)
 
     def compare_journey_maps(self, other: Mapping[str, str], model: ModelRef = None, *, alpha: float = 0.05,
                              **scope: Any) -> MapComparison:

@@ -80,6 +80,14 @@ def test_demo_map_matches_truth(demo_shop: DemoData) -> None:
         assert m.cell("goals", key).content == (list(cfg.notes(key).goals) or None)
     d = m.to_dict()
     assert set(d["stages"][0]["rows"]) == set(ROWS)
+    # the emotion curve is the planted survey mood per stage (normalised scores, all answers)
+    for key, realized in truth["surveys"]["realized"].items():
+        emo = m.cell("emotion", key).content
+        assert emo["n"] == realized["count"]
+        assert emo["score"] == pytest.approx(realized["mean_normalized"], abs=1e-3)
+        assert emo["low"] < emo["score"] < emo["high"]
+    scores = {k: m.cell("emotion", k).content["score"] for k in truth["stages"]}
+    assert min(scores, key=scores.__getitem__) == "decision" and max(scores, key=scores.__getitem__) == "advocacy"
 
 
 def test_config_errors_name_file_line_and_key(tmp_path: Path, demo_shop: DemoData) -> None:

@@ -33,6 +33,7 @@ import ibis.expr.types as ir
 
 from journeylens.analyses.paths import PathsQuery, paths
 from journeylens.analyses.stages import UNITS, StageFunnel, stage_funnel
+from journeylens.analyses.surveys import mood
 from journeylens.errors import InvalidParameterError, ModelError, suggest
 from journeylens.journey import JourneyModel, TouchpointCatalog
 from journeylens.journeymap.config import MapConfig
@@ -205,16 +206,8 @@ def _emotion(emotions: Mapping[str, EmotionPoint] | None, stage: str) -> MapCell
     e = emotions.get(stage)
     if e is None or e.n == 0:
         return MapCell("emotion", stage, None, missing="no survey answers in this stage")
-    content = {"score": round(e.score, 4), "n": e.n, "low": e.low, "high": e.high, "face": face(e.score)}
+    content = {"score": round(e.score, 4), "n": e.n, "low": e.low, "high": e.high, "face": mood(e.score)}
     return MapCell("emotion", stage, content, n=e.n, evidence=evidence_level(e.n))
-
-
-FACES = ((0.7, "delighted"), (0.55, "content"), (0.45, "neutral"), (0.3, "unhappy"), (0.0, "angry"))
-"""Face drawn for an emotion score: the first whose threshold the score reaches."""
-
-
-def face(score: float) -> str:
-    return next(name for threshold, name in FACES if score >= threshold)
 
 
 def _configured(items: list[str], missing: str) -> MapCell:
