@@ -26,7 +26,15 @@ from journeylens import config, schema
 from journeylens.analyses._time import parse_period
 from journeylens.analyses.experiments import ExperimentQuery, ExperimentResult, experiment
 from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
+from journeylens.analyses.kpis import REGISTRY, KpiResult, format_kpi, kpis
 from journeylens.analyses.overview import Overview, overview
+from journeylens.analyses.painpoints import (
+    MomentsResult,
+    PainPointsQuery,
+    PainPointsResult,
+    moments_of_truth,
+    pain_points,
+)
 from journeylens.analyses.paths import (
     PathsQuery,
     PathsResult,
@@ -58,6 +66,7 @@ from journeylens.analyses.transitions import TransitionMatrix, TransitionsQuery,
 from journeylens.analyses.value import CLVResult, ValueQuery, clv
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.identity import IdentityGraph, rebuild_identities, resolve_ids, resolve_persons
+from journeylens.identity.stitch import cached_touches, refresh_touches
 from journeylens.ingest import open_source
 from journeylens.journey import (
     JourneyModel,
@@ -70,7 +79,9 @@ from journeylens.journey import (
 from journeylens.journeymap import (
     EmotionPoint,
     JourneyMap,
+    KpiCell,
     MapConfig,
+    PainPointNote,
     build_map,
     example_config,
     load_map_config,
@@ -142,11 +153,21 @@ class Workspace:
 
     def touches(self, model: str | Path | JourneyModel | None = None) -> ir.Table:
         """Touches (track/page/screen events) with ``person_id``, ``account_id``,
-        ``stage`` and ``stage_index`` of ``model`` (default model when None)."""
-        e = self.events()
-        e = e.filter(e.type.isin(list(schema.TOUCH_TYPES)))
-        t = resolve_persons(e, self.table("identities"))
+        ``stage`` and ``stage_index`` of ``model`` (default model when None).
+
+        Reads the derived ``touches`` cache while it is fresh, else resolves persons at
+        query time; both give the same rows (docs/adr/0002-materialised-touches.md)."""
+        t = cached_touches(self.store, self.name)
+        if t is None:
+            e = self.events()
+            e = e.filter(e.type.isin(list(schema.TOUCH_TYPES)))
+            t = resolve_persons(e, self.table("identities"))
         return assign_stages(t, self.model(model))
+
+    def refresh_touches(self) -> int:
+        """Rebuild the derived ``touches`` cache from events and identities (done by every
+        identity rebuild; call it after writing events some other way)."""
+        return refresh_touches(self.store, self.name)
 
     def surveys(self) -> ir.Table:
         """Survey answers with the respondent resolved: ``person_id`` and ``account_id`` added."""
@@ -313,6 +334,14 @@ class Workspace:
         """RFM, BG/NBD + Gamma-Gamma customer value; ``params`` are :class:`ValueQuery` fields (docs/clv.md)."""
         return clv(self.touches(model), query if query is not None else ValueQuery(**params), segments=segments)
 
+    def kpis(self, model: ModelRef = None, *, segments: Mapping[str, ir.Table] | None = None,
+             **params: Any) -> KpiResult:
+        """Every KPI of the registry per stage, optionally per period and breakdown (docs/kpis.md);
+        ``params`` are :class:`~journeylens.analyses.kpis.KpiQuery` fields (by, period, unit, churn_after)."""
+        m = self.model(model)
+        return kpis(self.touches(m), model=m, costs=self.costs(), surveys=self.surveys(), segments=segments,
+                    **params)
+
     def survey_report(self, query: SurveyQuery | None = None, *, model: ModelRef = None,
                       segments: Mapping[str, ir.Table] | None = None, **params: Any) -> SurveyResult:
         """Voice of the customer: NPS, CSAT, CES, emotion per stage, comment themes (docs/surveys.md)."""
@@ -398,15 +427,63 @@ class Workspace:
             cfg = load_map_config(config)
         else:
             cfg = example_config(m.key)
-        touches = self.scope_table(self.touches(m), scope)
-        answers = self.scope_table(self.surveys(), scope)
+        touches = self.store.materialize(self.scope_table(self.touches(m), scope))
+        answers = self.store.materialize(self.scope_table(self.surveys(), scope))
         emotions = None
         if int(answers.count().execute()):
             emotions = {k: EmotionPoint(p.score, p.n, p.lower, p.upper)
                         for k, p in surveys(answers, SurveyQuery(), model=m).emotion_by_stage().items()
                         if p.score is not None}
+        pains = pain_points(touches, m, PainPointsQuery(unit=unit), surveys=answers, people=self.people(),
+                            accounts=self.accounts())
+        per_stage: dict[str, int] = {}
+        notes = []
+        for p in pains.pain_points:  # ranked: keep the three most severe of each stage
+            per_stage[p.stage] = per_stage.get(p.stage, 0) + 1
+            if per_stage[p.stage] <= 3:
+                notes.append(PainPointNote(
+                    stage=p.stage, title=f"{p.subject} ({p.kind.replace('_', ' ')})",
+                    evidence=p.evidence.split(" (")[0], severity=p.severity, affected=p.finding.affected,
+                    suggestion=p.suggestion))
+        k = kpis(touches, model=m, costs=self.costs(), surveys=answers, unit=unit)
+        kpi_cells = {s.stage: [KpiCell(v.kpi, REGISTRY[v.kpi].label, v.value, REGISTRY[v.kpi].unit, v.missing,
+                                       format_kpi(v)) for v in s.kpis] for s in k.stages}
         return build_map(touches, m, catalog=self.catalog, unit=unit, config=cfg, scope=scope, title=title,
-                         zoom=zoom, emotions=emotions)
+                         zoom=zoom, emotions=emotions, pain_points=notes, kpis=kpi_cells,
+                         moments=self._moments_by_stage(touches, unit))
+
+    def _moments_by_stage(self, touches: ir.Table, unit: str, top: int = 3) -> dict[str, list[tuple[str, str]]]:
+        """The strongest significant moments of truth (touchpoints raising conversion, p < 0.05),
+        each placed in the stage where most of its touches are."""
+        moments = [x for x in moments_of_truth(touches, by="touchpoint", unit=unit).moments
+                   if x.lift > 1 and x.p_value < 0.05][:top]
+        if not moments:
+            return {}
+        t = touches.filter(touches.touchpoint.isin([x.value for x in moments]) & touches.stage.notnull())
+        counts = t.group_by(["touchpoint", "stage"]).aggregate(n=t.count()).to_pyarrow().to_pylist()
+        home: dict[str, tuple[int, str]] = {}
+        for r in counts:
+            if r["n"] > home.get(r["touchpoint"], (0, ""))[0]:
+                home[r["touchpoint"]] = (r["n"], r["stage"])
+        out: dict[str, list[tuple[str, str]]] = {}
+        for x in moments:
+            if x.value in home:
+                out.setdefault(home[x.value][1], []).append(
+                    (x.value, f"moment of truth: conversion ×{x.lift:.2f} when present, p={x.p_value:.1g}"))
+        return out
+
+    def pain_points(self, query: PainPointsQuery | None = None, *, model: ModelRef = None,
+                    segments: Mapping[str, ir.Table] | None = None, moments: bool = False,
+                    **params: Any) -> PainPointsResult:
+        """Ranked pain points with evidence, optionally with moments of truth (docs/painpoints.md)."""
+        m = self.model(model)
+        return pain_points(self.touches(m), m, query if query is not None else PainPointsQuery(**params),
+                           surveys=self.surveys(), people=self.people(), accounts=self.accounts(),
+                           segments=segments, moments=moments)
+
+    def moments_of_truth(self, *, model: ModelRef = None, **params: Any) -> MomentsResult:
+        """Touchpoints whose presence changes conversion or churn most (docs/painpoints.md)."""
+        return moments_of_truth(self.touches(model), **params)
 
     def compare_journey_maps(self, other: Mapping[str, str], model: ModelRef = None, *, alpha: float = 0.05,
                              **scope: Any) -> MapComparison:

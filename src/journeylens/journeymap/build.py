@@ -195,8 +195,8 @@ def _kpis(kpis: Mapping[str, Sequence[KpiCell]] | None, stage: str, people: int)
     cells = list(kpis.get(stage, ()))
     if not cells:
         return MapCell("kpis", stage, None, missing="no KPI belongs to this stage")
-    content = [{"kpi": k.key, "label": k.label, "value": k.value, "unit": k.unit, "missing": k.missing}
-               for k in cells]
+    content = [{"kpi": k.key, "label": k.label, "value": k.value, "unit": k.unit, "missing": k.missing,
+                "display": k.display} for k in cells]
     return MapCell("kpis", stage, content, n=people, evidence=evidence_level(people))
 
 

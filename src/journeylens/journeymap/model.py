@@ -66,6 +66,8 @@ class KpiCell:
     value: float | None
     unit: str = ""
     missing: str | None = None
+    display: str | None = None
+    """The value as shown (e.g. ``12.5%``, ``1,234``); derived from ``value`` when None."""
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def cell_html(cell: MapCell) -> Markup:
     if r == "kpis":
         rows = []
         for k in c:
-            value = escape(_num(k["value"]) + (f" {k['unit']}" if k["unit"] and k["value"] is not None else ""))
+            value = escape(k.get("display") or _num(k["value"]))
             if k["value"] is None:
                 value = Markup('<span class="nodata" title="') + escape(k["missing"] or "") + Markup('">n/a</span>')
             rows.append(Markup("<tr><td>") + escape(k["label"]) + Markup('</td><td class="r">') + value
@@ -139,7 +139,7 @@ def cell_text(cell: MapCell) -> str:
     if r == "touchpoints":
         return "; ".join(f"{t['touchpoint']} {_pct(t['share'])}" for t in c["touchpoints"])
     if r == "kpis":
-        return "; ".join(f"{k['label']} {_num(k['value'])}" for k in c)
+        return "; ".join(f"{k['label']} {k.get('display') or _num(k['value'])}" for k in c)
     if r == "emotion":
         return f"{c['face']} {c['score']:.2f} (n={c['n']})"
     if r == "goals":

@@ -83,6 +83,15 @@ class Store(abc.ABC):
     def to_pyarrow(self, expr: ir.Expr) -> pa.Table:
         return self.con.to_pyarrow(expr)
 
+    def materialize(self, expr: ir.Table) -> ir.Table:
+        """``expr`` computed once into a temporary table for the session (dropped on close).
+
+        Several analyses over the same derived table (e.g. a journey map's touches with
+        stages) then read rows instead of each recompiling and recomputing the joins and
+        stage rules. DuckDB: a TEMP table; Spark: a cached DataFrame.
+        """
+        return expr.cache()
+
     def execute(self, expr: ir.Expr) -> Any:
         return self.con.execute(expr)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import ibis
+import ibis.expr.types as ir
 import pyarrow as pa
 
 from journeylens import schema
@@ -122,6 +123,11 @@ class DuckDBStore(Store):
                 [str(schema.SCHEMA_VERSION)],
             )
 
+    def materialize(self, expr: ir.Table) -> ir.Table:
+        """A TEMP table holding ``expr`` (Ibis' ``cache()`` trips on sqlglot 30 when dropping)."""
+        self._temp_tables = getattr(self, "_temp_tables", 0) + 1
+        return self.con.create_table(f"_jl_tmp_{self._temp_tables}", expr, temp=True)
+
     def meta(self) -> dict[str, str]:
         rows = self.raw.execute(f"SELECT key, value FROM {_q(schema.META.name)}").fetchall()
         return {k: v for k, v in rows}
@@ -145,6 +151,99 @@ class DuckDBStore(Store):
                 raise
         finally:
             self.raw.unregister(view)
+
+    def replace_workspace_rows_from(self, name: str, workspace: str, expr: Any) -> None:
+        """Replace all rows of ``workspace`` in table ``name`` by the rows of the Ibis expression
+        ``expr`` (same columns), computed inside DuckDB in one transaction (derived tables)."""
+        self.table(name)
+        names = schema.TABLES[name].names
+        cols = ", ".join(_q(c) for c in names)
+        sql = ibis.to_sql(expr.select(*names), dialect="duckdb")
+        self.raw.execute("BEGIN TRANSACTION")
+        try:
+            self.raw.execute(f"DELETE FROM {_q(name)} WHERE workspace = ?", [workspace])
+            self.raw.execute(f"INSERT INTO {_q(name)} ({cols}) SELECT {cols} FROM ({sql})")
+            self.raw.execute("COMMIT")
+        except Exception:
+            self.raw.execute("ROLLBACK")
+            raise
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one key of the store's meta table (e.g. a derived table's build marker)."""
+        self.raw.execute("BEGIN TRANSACTION")
+        try:
+            self.raw.execute(f"DELETE FROM {_q(schema.META.name)} WHERE key = ?", [key])
+            self.raw.execute(f"INSERT INTO {_q(schema.META.name)} VALUES (?, ?)", [key, value])
+            self.raw.execute("COMMIT")
+        except Exception:
+            self.raw.execute("ROLLBACK")
+            raise
+
+    # ---------------------------------------------------------------- collector / GDPR
+    def append_parts(self, parts: Sequence[tuple[str, pa.Table, Sequence[str]]]) -> list[set[tuple[Any, ...]]]:
+        """Append several tables in ONE transaction; per part, the keys that were duplicates.
+
+        Each part is ``(table, rows, key)``. Rows whose ``key`` values exist in
+        the table already are not inserted; their key tuples are returned. The
+        rows of one part must have distinct keys (the caller dedupes within a
+        batch). An empty ``key`` inserts every row. Either all parts are
+        committed or none (the exception propagates after ROLLBACK).
+        """
+        return self.write_atomic(parts)[0]
+
+    def write_atomic(self, parts: Sequence[tuple[str, pa.Table, Sequence[str]]],
+                     deletions: Sequence[tuple[str, str, Sequence[Any]]] = (),
+                     ) -> tuple[list[set[tuple[Any, ...]]], dict[str, int]]:
+        """:meth:`delete_where` ``deletions``, then :meth:`append_parts` ``parts``, in ONE transaction."""
+        views: list[str] = []
+        found: list[set[tuple[Any, ...]]] = []
+        counts: dict[str, int] = {}
+        try:
+            self.raw.execute("BEGIN TRANSACTION")
+            try:
+                for name, condition, params in deletions:
+                    self.table(name)
+                    n = self.raw.execute(f"DELETE FROM {_q(name)} WHERE {condition}", list(params)).fetchone()[0]
+                    counts[name] = counts.get(name, 0) + int(n)
+                for name, data, key in parts:
+                    self.table(name)
+                    if data.num_rows == 0:
+                        found.append(set())
+                        continue
+                    view = f"_parts_{next(_counter)}"
+                    self.raw.register(view, self._conform(name, data))
+                    views.append(view)
+                    dupes: set[tuple[Any, ...]] = set()
+                    source = _q(view)
+                    if key:
+                        cond = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in key)
+                        cols = ", ".join(f"s.{_q(k)}" for k in key)
+                        rows = self.raw.execute(
+                            f"SELECT {cols} FROM {_q(view)} s SEMI JOIN {_q(name)} t ON {cond}").fetchall()
+                        dupes = {tuple(r) for r in rows}
+                        if dupes:
+                            source = f"(SELECT s.* FROM {_q(view)} s ANTI JOIN {_q(name)} t ON {cond})"
+                    self.raw.execute(f"INSERT INTO {_q(name)} SELECT * FROM {source}")
+                    found.append(dupes)
+                self.raw.execute("COMMIT")
+            except BaseException:
+                self.raw.execute("ROLLBACK")
+                raise
+        finally:
+            for view in views:
+                self.raw.unregister(view)
+        return found, counts
+
+    def delete_where(self, deletions: Sequence[tuple[str, str, Sequence[Any]]]) -> dict[str, int]:
+        """Run ``DELETE FROM table WHERE <condition>`` (SQL with ``?`` parameters) for each
+        ``(table, condition, params)`` in ONE transaction; returns rows deleted per table."""
+        return self.write_atomic((), deletions)[1]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only SQL query (``?`` parameters)."""
+        table = self.raw.execute(sql, list(params)).to_arrow_table()
+        columns = [c.to_pylist() for c in table.columns]
+        return list(zip(*columns, strict=True)) if columns else []
 
     def checkpoint(self) -> None:
         self.raw.execute("CHECKPOINT")
