@@ -44,6 +44,7 @@ from journeylens.analyses.paths import (
     paths,
     sankey,
 )
+from journeylens.analyses.personas import PersonaResult, personas
 from journeylens.analyses.quarantine import QuarantineReport, quarantine_report
 from journeylens.analyses.retention import (
     ChurnQuery,
@@ -353,6 +354,23 @@ class Workspace:
         """A/B readout per variant with tests, intervals and the sample-ratio check (docs/experiments.md)."""
         q = query if query is not None else ExperimentQuery(**params)
         return experiment(self.touches(model), q, people=self.people() if q.unit == "person" else self.accounts())
+
+    def personas(self, rules: str | Path | None = None, *, k: int | None = None, unit: str = "person",
+                 model: ModelRef = None, **params: Any) -> PersonaResult:
+        """Discovered (clustering traits and behaviour) or rule-based personas (docs/personas.md)."""
+        m = self.model(model)
+        return personas(self.touches(m), self.people(), self.accounts(), model=m, rules=rules, k=k, unit=unit,
+                        **params)
+
+    def save_personas(self, result: PersonaResult) -> dict[str, int]:
+        """Save each persona of ``result`` as the cohort ``persona:<key>``, replacing all earlier
+        saved personas; returns persona key -> members."""
+        cohorts = self.table("cohorts")
+        keep = self.store.to_pyarrow(cohorts.filter(~cohorts.name.startswith(self.PERSONA_COHORT_PREFIX)))
+        self.store.replace_workspace_rows("cohorts", self.name, keep.cast(schema.COHORTS.arrow_schema()))
+        return {p.key: self.save_cohort(self.PERSONA_COHORT_PREFIX + p.key, result.members(p.key),
+                                        definition={"persona": p.key, "label": p.label, "method": result.method})
+                for p in result.personas}
 
     def save_cohort(self, name: str, persons: Iterable[str], *, definition: Mapping[str, Any] | None = None) -> int:
         """Save ``persons`` as the named cohort ``name`` (replacing its members); returns the size.
