@@ -41,6 +41,19 @@ SETTINGS: dict[str, Setting] = {
         Setting("chunk_rows", 500_000, "Rows per chunk when importing files."),
         Setting("memory_limit", "3GB",
                 "Memory DuckDB may use before spilling to disk (e.g. 3GB); bounds imports and analyses."),
+        Setting("collector_max_event_bytes", 32 * 1024, "Collector: largest accepted message (compact JSON bytes); "
+                "larger messages are quarantined."),
+        Setting("collector_max_request_bytes", 500 * 1024, "Collector: largest request body, before and after "
+                "gzip decompression; larger requests get 400."),
+        Setting("collector_body_timeout", 10.0, "Collector: seconds allowed for reading one request body."),
+        Setting("collector_commit_ms", 10.0, "Collector: how long the writer gathers requests into one "
+                "transaction (group commit), in milliseconds."),
+        Setting("collector_commit_events", 5000, "Collector: a group commit closes early at this many messages."),
+        Setting("collector_queue_events", 100_000, "Collector: messages waiting for the writer before requests "
+                "get 503 with Retry-After."),
+        Setting("collector_ip_prefix_v4", 24, "Collector: leading bits of IPv4 addresses kept (0-32); "
+                "32 keeps them whole, i.e. no anonymising."),
+        Setting("collector_ip_prefix_v6", 48, "Collector: leading bits of IPv6 addresses kept (0-128)."),
     )
 }
 

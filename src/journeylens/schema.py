@@ -198,6 +198,21 @@ IDENTITIES = TableSpec(
     ),
 )
 
+TOUCHES = TableSpec(
+    name="touches",
+    description="Derived cache of the resolved touches (track/page/screen events) with `person_id` and the "
+    "resolved `account_id` (see docs/adr/0002-materialised-touches.md). Rebuilt from `events` and "
+    "`identities` by every identity rebuild; never written otherwise. Analyses read it only while it "
+    "is fresh (its build count equals the workspace's event count), else they resolve at query time.",
+    derived=True,
+    key=("message_id",),
+    columns=tuple(
+        Column(c.name, c.dtype, "Resolved: the event's own account, else its person's." if c.name == "account_id"
+               else c.description, c.required)
+        for c in EVENTS.columns
+    ) + (Column("person_id", "string", "The person the touch belongs to (stitched)."),),
+)
+
 COSTS = TableSpec(
     name="costs",
     description="Advertising spend, impressions and clicks per day, channel and campaign.",
@@ -267,6 +282,55 @@ COHORTS = TableSpec(
     ),
 )
 
+KEYS = TableSpec(
+    name="keys",
+    description="API keys of the collector server. Only the SHA-256 of a key is stored; the key "
+    "itself is shown once when it is created. `write` keys send events to their workspace, `read` "
+    "keys query it, `admin` keys also manage keys, links and people (forget/export).",
+    key=("key_id",),
+    columns=(
+        Column("key_id", "string", "Public id of the key (shown in lists, used to revoke).", True),
+        Column("workspace", "string", "Workspace the key belongs to.", True),
+        Column("kind", "string", "write, read or admin.", True),
+        Column("key_hash", "string", "SHA-256 (hex) of the key.", True),
+        Column("label", "string", "Free-text note."),
+        Column("created_at", _TS, "When the key was created.", True),
+        Column("revoked_at", _TS, "When the key was revoked (NULL: active)."),
+    ),
+)
+
+LINKS = TableSpec(
+    name="links",
+    description="Redirect / QR links for offline touchpoints: `GET /r/{code}` records a touch at "
+    "`touchpoint` and redirects to `url` (with the UTM fields appended).",
+    key=("code",),
+    columns=(
+        Column("code", "string", "Short code in the link (`/r/{code}`).", True),
+        Column("workspace", "string", "Workspace the touches are recorded in.", True),
+        Column("touchpoint", "string", "Touchpoint key of the printed medium (e.g. flyer_berlin).", True),
+        Column("channel", "string", "Channel of the recorded touch (default qr).", True),
+        Column("url", "string", "Target URL of the redirect.", True),
+        Column("utm_source", "string", "UTM source added to the touch and the target URL."),
+        Column("utm_medium", "string", "UTM medium added to the touch and the target URL."),
+        Column("utm_campaign", "string", "UTM campaign added to the touch and the target URL."),
+        Column("utm_content", "string", "UTM content added to the touch and the target URL."),
+        Column("utm_term", "string", "UTM term added to the touch and the target URL."),
+        Column("created_at", _TS, "When the link was created.", True),
+    ),
+)
+
+SUPPRESSIONS = TableSpec(
+    name="suppressions",
+    description="Ids of forgotten persons (GDPR erasure), stored as SHA-256 of workspace and id, so "
+    "later events of these ids are dropped by the collector without keeping the id itself.",
+    key=("workspace", "id_hash"),
+    columns=(
+        Column("workspace", "string", "Workspace.", True),
+        Column("id_hash", "string", "SHA-256 hex of `workspace` + NUL + the id.", True),
+        Column("created_at", _TS, "When the person was forgotten.", True),
+    ),
+)
+
 META = TableSpec(
     name="journeylens_meta",
     description="Key/value facts about the store, e.g. `schema_version`.",
@@ -277,7 +341,9 @@ META = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (EVENTS, PEOPLE, ACCOUNTS, IDENTITIES, COSTS, SURVEYS, QUARANTINE, COHORTS, META)
+    t.name: t
+    for t in (EVENTS, PEOPLE, ACCOUNTS, IDENTITIES, TOUCHES, COSTS, SURVEYS, QUARANTINE, COHORTS, KEYS, LINKS,
+              SUPPRESSIONS, META)
 }
 IMPORTABLE = {"events": EVENTS, "people": PEOPLE, "accounts": ACCOUNTS, "costs": COSTS, "surveys": SURVEYS}
 

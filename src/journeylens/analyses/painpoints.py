@@ -398,7 +398,9 @@ def _items(b: ir.Table, q: PainPointsQuery, n_stages: int, end: Any, mid: Any,
         parts.extend(_survey_items(surveys, q, model))
     if not parts:
         raise InvalidParameterError("no pain point kind to compute", hint=f"choose from {', '.join(KINDS)}")
-    items = reduce(lambda a, c: a.union(c), parts)
+    # one nullable schema for all parts (inputs may be materialised tables with NOT NULL columns)
+    common = ibis.schema({name: typ.copy(nullable=True) for name, typ in parts[0].schema().items()})
+    items = reduce(lambda a, c: a.union(c), [x.cast(common) for x in parts])
     return items.mutate(recent=items.t >= ibis.literal(mid))
 
 

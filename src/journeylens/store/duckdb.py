@@ -126,7 +126,9 @@ class DuckDBStore(Store):
     def materialize(self, expr: ir.Table) -> ir.Table:
         """A TEMP table holding ``expr`` (Ibis' ``cache()`` trips on sqlglot 30 when dropping)."""
         self._temp_tables = getattr(self, "_temp_tables", 0) + 1
-        return self.con.create_table(f"_jl_tmp_{self._temp_tables}", expr, temp=True)
+        # keep every column nullable, like the expression's source tables (ibis would declare NOT NULL)
+        nullable = ibis.schema({n: t.copy(nullable=True) for n, t in expr.schema().items()})
+        return self.con.create_table(f"_jl_tmp_{self._temp_tables}", expr.cast(nullable), temp=True)
 
     def meta(self) -> dict[str, str]:
         rows = self.raw.execute(f"SELECT key, value FROM {_q(schema.META.name)}").fetchall()

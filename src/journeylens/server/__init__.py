@@ -1,0 +1,1 @@
+"""The HTTP surfaces: the collector (Segment-compatible tracking API, pixel, links)."""
