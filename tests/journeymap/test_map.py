@@ -172,3 +172,20 @@ def test_to_pandas_rows(rendered: dict[str, Any]) -> None:
     df: pd.DataFrame = rendered["map"].to_pandas()
     assert next(iter(df["row"])) == "Behaviour" and len(df) == len(ROWS)
     assert "visit" in df.loc[0, "Awareness"]
+
+
+def test_compare_with_another_workspace(demo_shop: DemoData, demo_b2b: DemoData, tmp_path: Path) -> None:
+    """B2C vs B2B: the b2b demo imported into workspace 'b2b' of the shop's store, both drawn
+    with the three-phase model (before / during / after purchase)."""
+    import journeylens
+
+    db = demo_shop.copy_db(tmp_path)
+    with journeylens.open(db, workspace="b2b") as b2b:
+        for target in ("events", "people", "accounts", "surveys"):
+            b2b.import_file(target, demo_b2b.files[target])
+    with journeylens.open(db) as shop:
+        c = shop.compare_journey_maps({"workspace": "b2b"}, "three_phase")
+    assert c.a.scope == {"workspace": "default"} and c.b.scope == {"workspace": "b2b"}
+    assert c.a.total_units == demo_shop.truth["identity"]["persons_after_stitching"]
+    assert c.b.total_units == demo_b2b.truth["identity"]["persons_after_stitching"]
+    assert c.differs("touchpoints", c.a.stages[0].key) is not None  # ads and shop vs fairs and sales team
