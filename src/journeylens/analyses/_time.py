@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from journeylens.errors import InvalidParameterError
 
@@ -121,3 +122,16 @@ def parse_period(text: str) -> tuple[datetime, datetime]:
     except ValueError:
         raise InvalidParameterError(f"period '{text}' is not a valid date or period", hint=hint) from None
     raise InvalidParameterError(f"period '{text}' is not a period", hint=hint)
+
+
+def parse_instant(value: Any, *, name: str = "as_of") -> Any:
+    """An ``as_of``-style input: a date, a datetime (naive = UTC) or ISO text (``2026-06-30``,
+    ``2026-06-30T12:00:00Z``); other values pass through for the caller's validation."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidParameterError(f"{name} '{value}' is not a date or time",
+                                        hint="write e.g. 2026-06-30 or 2026-06-30T12:00:00Z") from None
+    return value

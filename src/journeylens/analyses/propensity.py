@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from journeylens.analyses._time import parse_duration
+from journeylens.analyses._time import parse_duration, parse_instant
 from journeylens.analyses.funnel import Step, check_step_fields, step_predicate
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
@@ -88,18 +88,6 @@ _STAGE_TARGET = re.compile(r"^\s*stage\s*(?:=|>=)\s*([A-Za-z0-9_\-]+)\s*$")
 
 
 # ============================================================================ request model
-def _as_instant(value: Any) -> Any:
-    """``as_of`` input: a date, a datetime (naive = UTC) or ISO text."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidParameterError(f"as_of '{value}' is not a date or time",
-                                        hint="write e.g. 2026-06-30 or 2026-06-30T12:00:00Z") from None
-    return value
-
-
 class PropensityQuery(BaseModel):
     """Everything a propensity run needs besides the touches (shared by Python, CLI and REST).
 
@@ -140,7 +128,7 @@ class PropensityQuery(BaseModel):
     @field_validator("as_of", mode="before")
     @classmethod
     def _as_of(cls, v: Any) -> Any:
-        return _as_instant(v)
+        return parse_instant(v)
 
     @model_validator(mode="after")
     def _validate(self) -> PropensityQuery:
@@ -671,7 +659,7 @@ def dataset(touches: ir.Table, query: PropensityQuery, cutoff: datetime | date |
 def datasets(touches: ir.Table, query: PropensityQuery, cutoffs: Sequence[datetime | date | str], *,
              model: JourneyModel | None = None) -> list[Dataset]:
     """The feature rows at each of ``cutoffs`` (a date = the end of that UTC day), one query."""
-    times = [PropensityQuery(as_of=_as_instant(c)).as_of_time for c in cutoffs]
+    times = [PropensityQuery(as_of=parse_instant(c)).as_of_time for c in cutoffs]
     return _collect(_plan(touches, query, model), [t for t in times if t is not None])
 
 
