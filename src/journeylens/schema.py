@@ -206,11 +206,11 @@ TOUCHES = TableSpec(
     "is fresh (its build count equals the workspace's event count), else they resolve at query time.",
     derived=True,
     key=("message_id",),
-    columns=tuple(
-        Column(c.name, c.dtype, "Resolved: the event's own account, else its person's." if c.name == "account_id"
-               else c.description, c.required)
-        for c in EVENTS.columns
-    ) + (Column("person_id", "string", "The person the touch belongs to (stitched)."),),
+    columns=(
+        *(Column(c.name, c.dtype, "Resolved: the event's own account, else its person's." if c.name == "account_id"
+                 else c.description, c.required) for c in EVENTS.columns),
+        Column("person_id", "string", "The person the touch belongs to (stitched)."),
+    ),
 )
 
 COSTS = TableSpec(

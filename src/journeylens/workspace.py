@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,16 @@ import pyarrow as pa
 
 from journeylens import config, schema
 from journeylens.analyses._time import parse_period
+from journeylens.analyses.attribution import (
+    METHODS,
+    AttributionComparison,
+    AttributionQuery,
+    AttributionResult,
+    attribution,
+    compare_attribution,
+)
 from journeylens.analyses.experiments import ExperimentQuery, ExperimentResult, experiment
-from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
+from journeylens.analyses.funnel import FunnelQuery, FunnelResult, cohort_segments, funnel
 from journeylens.analyses.kpis import REGISTRY, KpiResult, format_kpi, kpis
 from journeylens.analyses.overview import Overview, overview
 from journeylens.analyses.painpoints import (
@@ -45,6 +53,7 @@ from journeylens.analyses.paths import (
     sankey,
 )
 from journeylens.analyses.personas import PersonaResult, personas
+from journeylens.analyses.propensity import PropensityQuery, PropensityResult, propensity
 from journeylens.analyses.quarantine import QuarantineReport, quarantine_report
 from journeylens.analyses.retention import (
     ChurnQuery,
@@ -272,10 +281,17 @@ class Workspace:
         return graph
 
     # ---------------------------------------------------------------- analyses
-    def stage_funnel(self, model: str | Path | JourneyModel | None = None, *, unit: str = "person") -> StageFunnel:
-        """Persons (or accounts) reaching each stage of ``model``; see :func:`analyses.stages.stage_funnel`."""
+    def stage_funnel(self, model: str | Path | JourneyModel | None = None, *, unit: str = "person",
+                     breakdown: str | None = None, breakdown_from: str = "first_touch",
+                     segments: Mapping[str, ir.Table] | None = None, breakdown_limit: int = 25) -> StageFunnel:
+        """Persons (or accounts) reaching each stage of ``model``, optionally per breakdown value
+        (a column, ``properties.KEY``, a segment, or saved cohorts: ``persona``, ``cohort``,
+        ``cohort:NAME``); see :func:`analyses.stages.stage_funnel`."""
         m = self.model(model)
-        return stage_funnel(self.touches(m), m, unit=unit)
+        t = self.touches(m)
+        segs = {**cohort_segments(self.table("cohorts"), t, breakdown, unit), **(segments or {})}
+        return stage_funnel(t, m, unit=unit, breakdown=breakdown, breakdown_from=breakdown_from, segments=segs,
+                            breakdown_limit=breakdown_limit)
 
     stages = stage_funnel
 
@@ -284,16 +300,33 @@ class Workspace:
         return overview(self.touches(m), self.events(), top=top)
 
     def funnel(self, steps: list[Any] | None = None, query: FunnelQuery | None = None, *,
-               model: ModelRef = None, **params: Any) -> FunnelResult:
+               model: ModelRef = None, segments: Mapping[str, ir.Table] | None = None,
+               **params: Any) -> FunnelResult:
         """Funnel over ``steps`` (event names or filters); ``params`` are :class:`FunnelQuery`
-        fields such as ``window="7d"``, ``order="strict"`` (docs/funnels.md)."""
+        fields such as ``window="7d"``, ``order="strict"`` (docs/funnels.md). A ``breakdown`` of
+        ``persona``, ``cohort`` or ``cohort:NAME`` reads the saved cohorts."""
         q = query if query is not None else FunnelQuery(steps=steps, **params)
-        return funnel(self.touches(model), q)
+        t = self.touches(model)
+        segs = {**cohort_segments(self.table("cohorts"), t, q.breakdown, q.unit), **(segments or {})}
+        return funnel(t, q, segments=segs)
 
-    def paths(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons = None,
+    def paths(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons | str = None,
               **params: Any) -> PathsResult:
-        """Top paths and Sankey flows; ``params`` are :class:`PathsQuery` fields (docs/paths.md)."""
-        return paths(self.touches(model), query if query is not None else PathsQuery(**params), persons=persons)
+        """Top paths and Sankey flows; ``params`` are :class:`PathsQuery` fields (docs/paths.md).
+        ``persons`` is a list of ids, an Ibis table, or ``"cohort:NAME"`` / ``"persona:KEY"``
+        (a saved cohort's members)."""
+        return paths(self.touches(model), query if query is not None else PathsQuery(**params),
+                     persons=self._persons(persons))
+
+    def _persons(self, persons: Persons | str) -> Persons:
+        """``cohort:NAME`` / ``persona:KEY`` -> the saved cohort's members; anything else unchanged."""
+        if isinstance(persons, str):
+            name = persons[len("cohort:"):] if persons.startswith("cohort:") else persons
+            if not (persons.startswith("cohort:") or persons.startswith(self.PERSONA_COHORT_PREFIX)):
+                raise InvalidParameterError(f"persons '{persons}' is not a saved cohort reference",
+                                            hint="write cohort:NAME or persona:KEY, or pass a list of ids")
+            return self.cohort(name)
+        return persons
 
     def sankey(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons = None,
                **params: Any) -> Sankey:
@@ -312,9 +345,13 @@ class Workspace:
         return funnel_paths(self.touches(model), result, step, position, query)
 
     def retention(self, query: RetentionQuery | None = None, *, model: ModelRef = None,
-                  **params: Any) -> RetentionResult:
-        """Cohort retention; ``params`` are :class:`RetentionQuery` fields (docs/retention.md)."""
-        return retention(self.touches(model), query if query is not None else RetentionQuery(**params))
+                  segments: Mapping[str, ir.Table] | None = None, **params: Any) -> RetentionResult:
+        """Cohort retention; ``params`` are :class:`RetentionQuery` fields (docs/retention.md). A
+        ``breakdown`` of ``persona``, ``cohort`` or ``cohort:NAME`` reads the saved cohorts."""
+        q = query if query is not None else RetentionQuery(**params)
+        t = self.touches(model)
+        segs = {**cohort_segments(self.table("cohorts"), t, q.breakdown, q.unit), **(segments or {})}
+        return retention(t, q, segments=segs)
 
     def lifecycle(self, query: LifecycleQuery | None = None, *, model: ModelRef = None,
                   **params: Any) -> LifecycleResult:
@@ -342,6 +379,27 @@ class Workspace:
         m = self.model(model)
         return kpis(self.touches(m), model=m, costs=self.costs(), surveys=self.surveys(), segments=segments,
                     **params)
+
+    def attribution(self, method: str = "markov", query: AttributionQuery | None = None, *,
+                    model: ModelRef = None, **params: Any) -> AttributionResult:
+        """Credit for conversions per channel (or touchpoint, campaign) by one method, with costs
+        joined to CPA and ROAS; ``params`` are :class:`AttributionQuery` fields (docs/attribution.md)."""
+        q = query if query is not None else AttributionQuery(method=method, **params)
+        return attribution(self.touches(model), q, costs=self.costs())
+
+    def compare_attribution(self, query: AttributionQuery | None = None, *, model: ModelRef = None,
+                            methods: Sequence[str] = METHODS, **params: Any) -> AttributionComparison:
+        """All attribution methods side by side on the same journeys (docs/attribution.md)."""
+        q = query if query is not None else AttributionQuery(**params)
+        return compare_attribution(self.touches(model), q, methods=methods, costs=self.costs())
+
+    def propensity(self, query: PropensityQuery | None = None, *, model: ModelRef = None,
+                   segments: Mapping[str, ir.Table] | None = None, **params: Any) -> PropensityResult:
+        """Per person: probability to reach a stage (or churn), drivers and the next best action,
+        trained on a time split (docs/propensity.md)."""
+        m = self.model(model)
+        q = query if query is not None else PropensityQuery(**params)
+        return propensity(self.touches(m), q, model=m, segments=segments)
 
     def survey_report(self, query: SurveyQuery | None = None, *, model: ModelRef = None,
                       segments: Mapping[str, ir.Table] | None = None, **params: Any) -> SurveyResult:
@@ -506,20 +564,51 @@ class Workspace:
     def compare_journey_maps(self, other: Mapping[str, str], model: ModelRef = None, *, alpha: float = 0.05,
                              **scope: Any) -> MapComparison:
         """Map of ``scope`` (keyword arguments of :meth:`journey_map`) beside the same map with
-        ``other`` replacing scope entries (e.g. ``{"persona": "researcher"}``)."""
+        ``other`` replacing scope entries (e.g. ``{"persona": "researcher"}``); ``{"workspace": W}``
+        draws the second map from workspace ``W`` of the same store (e.g. B2B vs B2C)."""
+        other = dict(other)
         a = self.journey_map(model, **scope)
+        source = Workspace(self.store, other.pop("workspace"), catalog=self.catalog) if "workspace" in other else self
         b_scope = {**{k: v for k, v in scope.items() if k in ("persona", "segment", "period")}, **other}
         rest = {k: v for k, v in scope.items() if k not in ("persona", "segment", "period")}
-        b = self.journey_map(model, **b_scope, **rest)
+        b = source.journey_map(model, **b_scope, **rest)
+        if source is not self:
+            b = replace(b, scope={"workspace": source.name, **b.scope})
+            a = replace(a, scope={"workspace": self.name, **a.scope})
         return compare_maps(a, b, alpha=alpha)
 
     def journey(self, who: str, model: str | Path | JourneyModel | None = None) -> PersonTimeline:
         """The stitched timeline of the person that id ``who`` belongs to."""
         return person_timeline(self.touches(model), self.table("identities"), who)
 
-    def quarantine(self, *, limit: int = 50, target: str | None = None) -> QuarantineReport:
-        """Rejected rows of this workspace: counts by reason and the newest rows."""
-        return quarantine_report(self.table("quarantine"), limit=limit, target=target)
+    def quarantine(self, *, limit: int = 50, target: str | None = None, reason: str | None = None,
+                   source: str | None = None) -> QuarantineReport:
+        """Quarantined rows (newest first, each with its ``id``) and their reasons; ``reason`` and
+        ``source`` filter by substring (see :func:`analyses.quarantine.filter_quarantine`)."""
+        return quarantine_report(self.table("quarantine"), limit=limit, target=target, reason=reason, source=source)
+
+    def replay_quarantine(self, *, target: str | None = None, reason: str | None = None,
+                          source: str | None = None, fixes: Mapping[str, str] | None = None,
+                          mapping: Mapping[str, str] | None = None, tz: str = "UTC") -> Any:
+        """Re-validate quarantined rows through their original path and append those that now pass,
+        removing exactly them from the quarantine in the same transaction; ``fixes`` maps row ids to
+        corrected raw texts (``quarantine export`` → edit → ``replay --file``). Returns a
+        :class:`journeylens.ingest.replay.ReplayReport` (semantics: docs/collector.md)."""
+        from journeylens.analyses.quarantine import quarantine_rows
+        from journeylens.ingest.live import IpMask, Limits
+        from journeylens.ingest.replay import replay
+
+        rows = quarantine_rows(self.table("quarantine"), target=target, reason=reason, source=source)
+        rows = [{k: v for k, v in r.items() if k != "id"} for r in rows]
+        sup = self.table("suppressions")
+        hashes = set(self.store.to_pyarrow(sup.select("id_hash")).column("id_hash").to_pylist())
+        v4, v6 = int(config.setting("collector_ip_prefix_v4")), int(config.setting("collector_ip_prefix_v6"))
+        report = replay(self.store, self.name, rows, fixes=fixes, suppressions=hashes, mapping=mapping, tz=tz,
+                        limits=Limits(max_event_bytes=int(config.setting("collector_max_event_bytes"))),
+                        ip_mask=None if (v4 >= 32 and v6 >= 128) else IpMask(v4, v6))
+        if report.appended.get("events") or report.appended.get("people"):
+            self.rebuild_identities()
+        return report
 
     def close(self) -> None:
         self.store.close()

@@ -66,3 +66,104 @@ def test_account_unit(ws: Workspace) -> None:
 def test_unknown_unit(ws: Workspace) -> None:
     with pytest.raises(InvalidParameterError, match="unknown unit"):
         ws.stage_funnel("five_phase", unit="household")
+
+
+# ---------------------------------------------------------------- breakdowns (hand-checked)
+def _people(f: object, value: str) -> list[int]:
+    b = {x.value: x for x in f.breakdown}[value]  # type: ignore[attr-defined]
+    return [r.people for r in b.stages]
+
+
+def test_breakdown_by_column_first_last_and_stage(ws: Workspace) -> None:
+    # event as the breakdown column: first touch A visit, B product_view, C visit, D mystery
+    f = ws.stage_funnel("five_phase", breakdown="event")
+    assert [b.value for b in f.breakdown] == ["visit", "mystery", "product_view"]  # 2 units first, then by value
+    assert _people(f, "visit") == [2, 1, 1, 0, 0]          # A (decision) and C (awareness)
+    assert _people(f, "product_view") == [1, 1, 1, 1, 0]   # B (retention)
+    assert {b.value: b.total_units for b in f.breakdown} == {"visit": 2, "mystery": 1, "product_view": 1}
+    assert {b.value: b.unmatched_touches for b in f.breakdown}["mystery"] == 1
+    # last touch: A add_to_cart, B newsletter_open, C visit, D mystery
+    last = ws.stage_funnel("five_phase", breakdown="event", breakdown_from="last_touch")
+    assert _people(last, "add_to_cart") == [1, 1, 1, 0, 0]
+    # first touch in stage consideration (stage:2 == stage:consideration): A and B product_view, others (none)
+    st = ws.stage_funnel("five_phase", breakdown="event", breakdown_from="stage:consideration")
+    assert st.to_dict()["breakdown"]["values"] == ws.stage_funnel(
+        "five_phase", breakdown="event", breakdown_from="stage:2").to_dict()["breakdown"]["values"]
+    assert _people(st, "product_view") == [2, 2, 2, 1, 0]
+    assert _people(st, "(none)") == [1, 0, 0, 0, 0]        # C; D has no matched touch
+    # the limit gathers the rest in (other)
+    lim = ws.stage_funnel("five_phase", breakdown="event", breakdown_limit=1)
+    assert [b.value for b in lim.breakdown] == ["visit", "(other)"]
+    assert _people(lim, "(other)") == [1, 1, 1, 1, 0]
+
+
+def test_breakdown_by_saved_cohorts(ws: Workspace) -> None:
+    ws.save_cohort("persona:bargain", ["A", "C"])
+    ws.save_cohort("persona:loyal", ["B"])
+    ws.save_cohort("buyers", ["A"])
+    f = ws.stage_funnel("five_phase", breakdown="persona")
+    assert _people(f, "bargain") == [2, 1, 1, 0, 0] and _people(f, "loyal") == [1, 1, 1, 1, 0]
+    m = ws.stage_funnel("five_phase", breakdown="cohort:buyers")
+    assert _people(m, "member") == [1, 1, 1, 0, 0] and _people(m, "non_member") == [2, 1, 1, 1, 0]
+    c = ws.stage_funnel("five_phase", breakdown="cohort")
+    assert [b.value for b in c.breakdown] == ["(none)", "buyers"]
+    fu = ws.funnel(["visit", "product_view"], breakdown="cohort:buyers")
+    assert {b.value: b.steps[1].persons for b in fu.breakdown} == {"member": 1, "non_member": 0}
+    r = ws.retention(breakdown="persona", period="day")
+    assert {b.value for b in r.breakdown} == {"bargain", "loyal", "(none)"}
+
+
+def test_bad_breakdown_source(ws: Workspace) -> None:
+    from journeylens.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        ws.stage_funnel("five_phase", breakdown="event", breakdown_from="middle_touch")
+    with pytest.raises(UnknownNameError):
+        ws.stage_funnel("five_phase", breakdown="event", breakdown_from="stage:nirvana")
+    with pytest.raises(UnknownNameError):
+        ws.stage_funnel("five_phase", breakdown="colour")
+
+
+# ---------------------------------------------------------------- CLI on the demo, against the planted truth
+def test_cli_stages_by_persona_matches_planted_truth(demo_shop: object, tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import journeylens
+    from journeylens.cli.app import app
+
+    db = demo_shop.copy_db(tmp_path)  # type: ignore[attr-defined]
+    truth = demo_shop.truth_persons()  # type: ignore[attr-defined]
+    with journeylens.open(db) as w:
+        for persona, group in truth.groupby("persona"):
+            w.save_cohort(f"persona:{persona}", group.person_id.tolist())
+    runner = CliRunner()
+    res = runner.invoke(app, ["--db", str(Path(str(db))), "stages", "--breakdown", "persona", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    got = {v["value"]: {s["stage"]: s["furthest"] for s in v["stages"]} for v in d["breakdown"]["values"]}
+    for persona, group in truth.groupby("persona"):
+        expected = group.furthest_stage.value_counts().to_dict()
+        assert {k: n for k, n in got[persona].items() if n} == expected, persona
+    # a column breakdown partitions the units: the values add up to the overall counts
+    res = runner.invoke(app, ["--db", str(db), "stages", "--breakdown", "channel", "--breakdown-from",
+                              "last_touch", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    for i, stage in enumerate(d["stages"]):
+        assert sum(v["stages"][i]["people"] for v in d["breakdown"]["values"]) == stage["people"]
+    res = runner.invoke(app, ["--db", str(db), "stages", "--breakdown", "channel", "--format", "csv"])
+    assert res.exit_code == 0 and res.stdout.startswith("breakdown,stage,people")
+    res = runner.invoke(app, ["--db", str(db), "stages", "--breakdown", "persona"])
+    assert res.exit_code == 0 and "researcher" in res.stdout
+    res = runner.invoke(app, ["--db", str(db), "funnel", "visit", "purchase", "--breakdown", "persona",
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    f = json.loads(res.stdout)
+    by = {v["value"]: v["steps"][1]["persons"] for v in f["breakdown"]["values"]}
+    buyers = truth[truth.converted].groupby("persona").size().to_dict()
+    assert set(by) >= set(buyers)
+    # a purchase within 14 days of a visit needs a planted buyer: never more than the buyers
+    assert all(0 < by[p] <= buyers[p] for p in buyers)

@@ -592,8 +592,10 @@ class _Variant(abc.ABC):
     ``prev`` (time of the previous step's touch in that attempt) and ``completions``.
     """
 
-    def __init__(self, plan: _Plan) -> None:
+    def __init__(self, plan: _Plan, *, attempt_times: bool = False) -> None:
         self.plan = plan
+        self.attempt_times = attempt_times
+        """Also return ``t1..tn``: the times of the step touches of the attempt a row completes."""
 
     @abc.abstractmethod
     def unit_steps(self) -> ir.Table: ...
@@ -604,12 +606,14 @@ class _Variant(abc.ABC):
         Start and previous time are non-decreasing along a unit's successful rows, so
         their minimum belongs to the first completion.
         """
+        times = {c: rows[c].min() for c in rows.columns if re.fullmatch(r"t\d+", c)}
         return rows.group_by(_U).aggregate(
             step=ibis.literal(k, "int64"),
             reached=rows[_TS].min(),
             start=rows.start.min(),
             prev=rows.prev.min(),
             completions=rows.count().cast("int64"),
+            **times,
         )
 
 
@@ -627,7 +631,8 @@ class _Ordered(_Variant):
     def unit_steps(self) -> ir.Table:
         p = self.plan
         q = p.query
-        carried = sorted({e.from_step for e in q.exclusions})
+        carried = (list(range(1, len(q.steps) + 1)) if self.attempt_times
+                   else sorted({e.from_step for e in q.exclusions}))
         null = p.null_ts()
         first = p.rows(p.steps[0])
         cols = {_U: first[_U], _TS: first[_TS], "start": first[_TS], "prev": null}
@@ -712,9 +717,15 @@ class _Strict(_Variant):
             cols[f"start{k}"] = lag_ts(k - 1)
         cols["prev"] = lag_ts(1)
         s = flags.mutate(**cols)
-        per_step = [self._per_unit(s.filter(s.m1).mutate(start=s[_TS], prev=p.null_ts()), 1)]
+
+        def times(k: int) -> dict[str, Any]:
+            if not self.attempt_times:
+                return {}
+            return {f"t{i}": (lag_ts(k - i) if i <= k else p.null_ts()) for i in range(1, n + 1)}
+
+        per_step = [self._per_unit(s.filter(s.m1).mutate(start=s[_TS], prev=p.null_ts(), **times(1)), 1)]
         for k in range(2, n + 1):
-            rows = s.filter(s[f"ok{k}"]).mutate(start=s[f"start{k}"])
+            rows = s.filter(s[f"ok{k}"]).mutate(start=s[f"start{k}"], **times(k))
             per_step.append(self._per_unit(rows, k))
         return reduce(lambda a, b_: a.union(b_), per_step)
 
@@ -875,6 +886,80 @@ def _breakdown_values(plan: _Plan, unit_steps: ir.Table, level: ir.Table,
     return rows.group_by(_U).aggregate(breakdown=rows.v.min())
 
 
+# ---------------------------------------------------------------- the counted attempt
+def attempt_times(touches: ir.Table, query: FunnelQuery) -> ir.Table:
+    """The step touches of each unit's counted attempt: ``unit`` (string id), ``level`` and
+    ``t1..tn`` (the time of the attempt's step-``i`` touch; NULL beyond ``level``).
+
+    The counted attempt is the one behind the unit's first completion of its furthest step
+    (the one whose times the funnel reports). Ordered funnels: its step-``i`` touch is the
+    latest successful step-``i`` touch at or before its step-``i+1`` touch — exactly the
+    chain ClickHouse ``windowFunnel`` extends. Strict funnels: the consecutive touches that
+    complete it. Unordered funnels have no step order, hence no such touches.
+    """
+    if query.order == "unordered":
+        raise InvalidParameterError("an unordered funnel has no ordered step touches to anchor paths on",
+                                    hint="use order ordered or strict")
+    plan = _plan(touches, query)
+    us = VARIANTS[query.order](plan, attempt_times=True).unit_steps()
+    lv = us.group_by(_U).aggregate(level=us.step.max()).rename(_lu=_U)
+    j = us.join(lv, [us[_U] == lv._lu, us.step == lv.level])
+    return j.select(_U, "level", *[f"t{i}" for i in range(1, len(query.steps) + 1)])
+
+
+# ---------------------------------------------------------------- saved cohorts as segments
+PERSONA_PREFIX = "persona:"
+"""Saved personas are cohorts named ``persona:<key>``."""
+COHORT_BREAKDOWNS = ("persona", "cohort", "cohort:<name>")
+MEMBER = "member"
+NON_MEMBER = "non_member"
+
+
+def cohort_segments(cohorts: ir.Table, touches: ir.Table, breakdown: str | None,
+                    unit: str = "person") -> dict[str, ir.Table]:
+    """Segment tables for breakdowns over saved cohorts (``cohorts``: ``name``, ``person_id``,
+    already restricted to the workspace); ``{}`` when ``breakdown`` is not one of them.
+
+    * ``persona``: value = the persona key of each ``persona:<key>`` cohort the unit is in;
+    * ``cohort``: value = the name of each other saved cohort the unit is in;
+    * ``cohort:NAME``: ``member`` or ``non_member`` of cohort NAME, for every unit of ``touches``.
+
+    Units in no such cohort get the analysis' ``(none)`` value; a unit in several counts
+    under each. For ``unit="account"`` an account holds the values of its persons (the
+    ``person_id``/``account_id`` pairs of ``touches``); it is a member when one of them is.
+    """
+    if breakdown is None or not (breakdown in ("persona", "cohort") or breakdown.startswith("cohort:")):
+        return {}
+    col = UNITS.get(unit, "person_id")
+    is_persona = cohorts.name.startswith(PERSONA_PREFIX)
+    if breakdown == "persona":
+        c = cohorts.filter(is_persona)
+        seg = c.select("person_id", value=c.name.substr(len(PERSONA_PREFIX)))
+    elif breakdown == "cohort":
+        c = cohorts.filter(~is_persona)
+        seg = c.select("person_id", value=c.name)
+    else:
+        name = breakdown[len("cohort:"):]
+        names = [str(n) for n in cohorts.select("name").distinct().to_pyarrow().column("name").to_pylist()]
+        if name not in names:
+            raise UnknownNameError("cohort", name, sorted(names))
+        members = cohorts.filter(cohorts.name == ibis.literal(name)).select(_m="person_id").distinct()
+        units = touches.filter(touches[col].notnull()).select("person_id", *([col] if col != "person_id" else []))
+        units = units.distinct()
+        j = units.left_join(members, units.person_id == members._m)
+        flag = ibis.cases((j._m.notnull(), 1), else_=0)
+        per = j.group_by(col).aggregate(_in=flag.max())
+        return {breakdown: per.select(col, value=ibis.cases((per._in == 1, ibis.literal(MEMBER)),
+                                                             else_=ibis.literal(NON_MEMBER)))}
+    seg = seg.distinct()
+    if col != "person_id":
+        pairs = touches.filter(touches[col].notnull() & touches.person_id.notnull()).select("person_id", col)
+        pairs = pairs.distinct().rename(_p="person_id")
+        j = seg.join(pairs, seg.person_id == pairs._p)
+        seg = j.select(col, "value").distinct()
+    return {breakdown: seg}
+
+
 # ---------------------------------------------------------------- summary
 def _durations(t: ir.Table) -> dict[str, ir.Value]:
     later = t.step > 1
@@ -1003,6 +1088,11 @@ def _units(level: ir.Table, values: ir.Table | None, limit: int) -> ir.Table:
     return out.select(_U, "level", breakdown=out.label, rank=out.rank)
 
 
+def _nullable(t: ir.Table) -> ir.Table:
+    """``t`` with every column typed nullable (a join may mark key columns NOT NULL)."""
+    return t.select(**{c: t[c].cast(t[c].type().copy(nullable=True)) for c in t.columns})
+
+
 def _summary(unit_steps: ir.Table, level: ir.Table, units: ir.Table | None, q: FunnelQuery,
              edges: Sequence[int]) -> ir.Table:
     """Every number of the result as one table (``kind`` = stats | hist | trend), so the
@@ -1013,7 +1103,7 @@ def _summary(unit_steps: ir.Table, level: ir.Table, units: ir.Table | None, q: F
     rows = rows.mutate(group=ibis.null("string"), rank=ibis.null("int64"), **_durations(rows))
     if units is not None:
         by_value = rows.drop("group", "rank").join(units.select(_U, group=units.breakdown, rank=units.rank), _U)
-        rows = rows.union(by_value.select(*rows.columns))
+        rows = _nullable(rows).union(_nullable(by_value.select(*rows.columns)))
     null_f = ibis.null("float64")
     null_i = ibis.null("int64")
     common = {"bin": null_i, "period": ibis.null("date"), "totals": null_i, "median": null_f, "p90": null_f,
@@ -1055,6 +1145,8 @@ __all__ = [
     "HistogramBin",
     "Step",
     "TrendRow",
+    "attempt_times",
+    "cohort_segments",
     "funnel",
     "step_predicate",
 ]

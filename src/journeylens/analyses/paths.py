@@ -40,7 +40,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from journeylens.analyses._time import format_duration
-from journeylens.analyses.funnel import FunnelResult, Step, check_step_fields, step_predicate
+from journeylens.analyses.funnel import (
+    FunnelResult,
+    Step,
+    attempt_times,
+    check_step_fields,
+    step_predicate,
+)
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey.stages import glob_regex
 
@@ -471,7 +477,7 @@ def _check_columns(touches: ir.Table, q: PathOptions, steps: Sequence[Step]) -> 
 
 
 def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,
-               flags: Mapping[str, Step] | None = None) -> ir.Table:
+               flags: Mapping[str, Step] | None = None, anchor_times: ir.Table | None = None) -> ir.Table:
     """One row per node of every unit's path (the module docstring defines paths).
 
     Columns: ``unit`` (string id), ``pos`` (1-based position in the path; ``path_start``
@@ -481,20 +487,30 @@ def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,
     ``source`` to this node; NULL for the first node and the markers) and, for each
     entry of ``flags``, a boolean column: the unit has a touch matching that step (any
     touch of the unit, before anchors and exclusions apply).
+
+    ``anchor_times`` (columns ``unit``, ``from_at``, ``to_at``) makes the anchors exact: only
+    units listed there have a path, the ``from`` anchor is the unit's first touch matching
+    ``from`` *at* ``from_at``, the ``to`` anchor its first touch matching ``to`` at ``to_at``
+    at or after the start (the start itself when equal times put it first).
     """
     flags = dict(flags or {})
     anchors = [s for s in (q.from_, q.to) if s is not None]
     _check_columns(touches, q, [*anchors, *flags.values()])
     col = q.unit_column
     t = _restrict(touches.filter(touches[col].notnull()), col, persons)
+    exact = anchor_times is not None
+    if anchor_times is not None:
+        a = anchor_times.select(_a_unit=anchor_times[_U], _from_at=anchor_times.from_at,
+                                _to_at=anchor_times.to_at)
+        t = t.join(a, t[col].cast("string") == a._a_unit).drop("_a_unit")
     order = [_TS, *(["message_id"] if "message_id" in t.columns else []), _NODE]
     cols: dict[str, Any] = {_U: t[col].cast("string"), _TS: t[_TS], _NODE: _node_value(t, q)}
     if "message_id" in t.columns:
         cols["message_id"] = t.message_id
     if q.from_ is not None:
-        cols["_from"] = step_predicate(t, q.from_)
+        cols["_from"] = step_predicate(t, q.from_) & ((t[_TS] == t._from_at).fill_null(False) if exact else True)
     if q.to is not None:
-        cols["_to"] = step_predicate(t, q.to)
+        cols["_to"] = step_predicate(t, q.to) & ((t[_TS] == t._to_at).fill_null(False) if exact else True)
     per_unit = ibis.window(group_by=_U)
     for name, step in flags.items():
         cols[f"_f_{name}"] = ibis.cases((step_predicate(t, step), 1), else_=0)
@@ -516,8 +532,14 @@ def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,
             s = s.mutate(_lo=ibis.cases((s._from, s.pos), else_=null_i).min().over(per_unit))
             s = s.filter(s.pos >= s._lo)
         if q.to is not None:
-            after = s._to if q.from_ is None else (s._to & (s.pos > s._lo))
-            s = s.mutate(_hi=ibis.cases((after, s.pos), else_=null_i).min().over(per_unit))
+            if q.from_ is None:
+                after = s._to
+            else:
+                after = s._to & ((s.pos >= s._lo) if exact else (s.pos > s._lo))
+            hi = ibis.cases((after, s.pos), else_=null_i).min().over(per_unit)
+            if exact and q.from_ is not None:  # the step-k touch sorted before the step-(k-1) one
+                hi = ibis.coalesce(hi, s._lo)
+            s = s.mutate(_hi=hi)
             s = s.filter(s.pos <= s._hi)
         if q.from_ is not None:
             s = s.mutate(pos=s.pos - s._lo + 1)
@@ -643,8 +665,12 @@ def paths(touches: ir.Table, query: PathsQuery, *, persons: Persons = None) -> P
     (e.g. ``FunnelResult.people_table(k, "dropped")``).
     """
     _check_query(query, PathsQuery)
-    q = query
-    nodes = path_nodes(touches, q, persons=persons)
+    return _paths_of(touches, query, persons=persons)
+
+
+def _paths_of(touches: ir.Table, q: PathsQuery, *, persons: Persons,
+              anchor_times: ir.Table | None = None) -> PathsResult:
+    nodes = path_nodes(touches, q, persons=persons, anchor_times=anchor_times)
     per_unit = _unit_paths(nodes)
     by_path = per_unit.group_by("path").aggregate(persons=per_unit.count(), median=per_unit.seconds.quantile(0.5))
     everything = ibis.window()
@@ -681,13 +707,16 @@ def sankey(touches: ir.Table, query: PathsQuery, *, persons: Persons = None) -> 
 
 # ---------------------------------------------------------------- around funnel steps
 def funnel_anchors(result: FunnelResult, step: int | str, position: str) -> tuple[dict[str, Step | None], ir.Table]:
-    """Anchors and units for paths around funnel step ``step`` (1-based index or name).
+    """Anchor steps and units for paths around funnel step ``step`` (1-based index or name).
 
-    * ``before``: up to the first touch of step k, of units that reached step k;
-    * ``between``: from the first touch of step k-1 to the first touch of step k after it,
-      of units that reached step k (k >= 2);
-    * ``after``: from the first touch of step k, of units that reached step k;
-    * ``dropped``: from the first touch of step k-1, of units that reached step k-1 but
+    The anchors are the step touches of each unit's counted attempt (see
+    :func:`journeylens.analyses.funnel.attempt_times`); :func:`funnel_paths` pins them:
+
+    * ``before``: up to the attempt's step-k touch, of units that reached step k;
+    * ``between``: from the attempt's step-(k-1) touch to its step-k touch, of units that
+      reached step k (k >= 2);
+    * ``after``: from the attempt's step-k touch, of units that reached step k;
+    * ``dropped``: from the attempt's step-(k-1) touch, of units that reached step k-1 but
       not step k (dropped off at step k; k >= 2).
     """
     if position not in FUNNEL_POSITIONS:
@@ -709,16 +738,28 @@ def funnel_anchors(result: FunnelResult, step: int | str, position: str) -> tupl
 def funnel_paths(touches: ir.Table, result: FunnelResult, step: int | str, position: str = "after",
                  query: PathsQuery | None = None) -> PathsResult:
     """Paths before / between / after funnel step ``step``, or of the units that dropped off
-    at it (see :func:`funnel_anchors`). ``query`` gives the other path options; its own
-    ``from``/``to`` must be unset, and its unit is the funnel's."""
+    at it (see :func:`funnel_anchors`), anchored on the exact step touches of each unit's
+    counted attempt. ``touches`` must be those the funnel ran on; ``query`` gives the other
+    path options (its own ``from``/``to`` must be unset; its unit is the funnel's)."""
     base = query or PathsQuery()
     _check_query(base, PathsQuery)
     if base.from_ is not None or base.to is not None:
         raise InvalidParameterError("funnel paths set the anchors themselves; leave 'from' and 'to' empty")
     anchors, units = funnel_anchors(result, step, position)
+    k = result.step_index(step)
     data = base.model_dump(by_alias=True)
     data.update(anchors, unit=result.unit)
-    return paths(touches, PathsQuery(**data), persons=units)
+    q = PathsQuery(**data)
+    at = attempt_times(touches, result.query)
+    col = result.query.unit_column
+    ids = units.select(_k=units[col].cast("string"))
+    at = at.semi_join(ids, at[_U] == ids._k)
+    null_ts = ibis.null().cast(at.t1.type())
+    from_i = {"before": None, "between": k - 1, "after": k, "dropped": k - 1}[position]
+    to_i = {"before": k, "between": k, "after": None, "dropped": None}[position]
+    times = at.select(_U, from_at=at[f"t{from_i}"] if from_i else null_ts,
+                      to_at=at[f"t{to_i}"] if to_i else null_ts)
+    return _paths_of(touches, q, persons=None, anchor_times=times)
 
 
 __all__ = [

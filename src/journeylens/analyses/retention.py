@@ -790,6 +790,8 @@ class _Plan:
     base: ir.Table
     """Touches of units (``unit`` added, NULL units dropped) at or before ``as_of``."""
     as_of: datetime
+    segments: Mapping[str, ir.Table] = field(default_factory=dict)
+    """Segment tables (unit column + ``value``) usable as breakdowns."""
 
     @property
     def last(self) -> int:
@@ -819,8 +821,10 @@ def _readable(touches: ir.Table, name: str) -> bool:
     return name in touches.columns and name not in (_U, "properties")
 
 
-def _plan(touches: ir.Table, q: _Query) -> _Plan | None:
+def _plan(touches: ir.Table, q: _Query, segments: Mapping[str, ir.Table] | None = None) -> _Plan | None:
     """Bind ``q`` to ``touches``; None when there is no touch at all (and no ``as_of``)."""
+    segments = dict(segments or {})
+    segment = q.breakdown is not None and q.breakdown in segments
     col = q.unit_column
     for needed in (col, _TS):
         if needed not in touches.columns:
@@ -828,10 +832,10 @@ def _plan(touches: ir.Table, q: _Query) -> _Plan | None:
     check_step_fields(touches, q.steps())
     # only the columns the query reads: smaller plans compile and run faster
     names = {col, _TS}
-    for f in [*(f for s in q.steps() for f in s.fields), *([q.breakdown] if q.breakdown else [])]:
+    for f in [*(f for s in q.steps() for f in s.fields), *([q.breakdown] if q.breakdown and not segment else [])]:
         names.add("properties" if f.startswith(PROPERTY_PREFIX) and "properties" in touches.columns else f)
-    if q.breakdown is not None and not _readable(touches, q.breakdown):
-        allowed = [c for c in touches.columns if c not in (_U, "properties")] + ["properties.<key>"]
+    if q.breakdown is not None and not segment and not _readable(touches, q.breakdown):
+        allowed = [c for c in touches.columns if c not in (_U, "properties")] + [*segments, "properties.<key>"]
         raise UnknownNameError("breakdown", q.breakdown, allowed)
     touches = touches.select(*[c for c in touches.columns if c in names])
     base = touches.filter(touches[col].notnull()).mutate(**{_U: touches[col].cast("string")})
@@ -843,7 +847,7 @@ def _plan(touches: ir.Table, q: _Query) -> _Plan | None:
         as_of = _utc(latest)
     else:
         base = base.filter(base[_TS] <= ibis.literal(as_of, type=base[_TS].type()))
-    return _Plan(q, base, as_of)
+    return _Plan(q, base, as_of, segments)
 
 
 def _breakdown_value(plan: _Plan) -> ir.Value | None:
@@ -863,14 +867,24 @@ def _labelled(plan: _Plan, units: ir.Table, source: ir.Table | None = None) -> i
 
     Several touches at the first time: the smallest non-NULL value wins.
     """
-    value = _breakdown_value(plan)
-    if value is None:
-        return units.mutate(**{_B: ibis.null("string")})
-    src = plan.base if source is None else source
-    rows = src.select(_U, _TS, v=value)
-    rows = rows.mutate(edge=rows[_TS].min().over(ibis.window(group_by=_U)))
-    rows = rows.filter(rows[_TS] == rows.edge)
-    values = rows.group_by(_U).aggregate(v=rows.v.min())
+    name = plan.query.breakdown
+    if name is not None and name in plan.segments:
+        # a segment: the unit's value; a unit with several values takes the smallest, so
+        # that every unit is counted once overall
+        seg = plan.segments[name]
+        col = plan.query.unit_column
+        if col not in seg.columns or "value" not in seg.columns:
+            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
+        values = seg.group_by(**{_U: seg[col].cast("string")}).aggregate(v=seg.value.cast("string").min())
+    else:
+        value = _breakdown_value(plan)
+        if value is None:
+            return units.mutate(**{_B: ibis.null("string")})
+        src = plan.base if source is None else source
+        rows = src.select(_U, _TS, v=value)
+        rows = rows.mutate(edge=rows[_TS].min().over(ibis.window(group_by=_U)))
+        rows = rows.filter(rows[_TS] == rows.edge)
+        values = rows.group_by(_U).aggregate(v=rows.v.min())
     t = units.left_join(values, _U).select(*units.columns, "v")
     t = t.mutate(v=t.v.fill_null(NONE_LABEL))
     counts = t.group_by("v").aggregate(n=t.count())
@@ -894,17 +908,20 @@ def _order(values: Iterable[str | None], sizes: Mapping[str | None, int]) -> lis
 
 
 # ---------------------------------------------------------------- retention
-def retention(touches: ir.Table, query: RetentionQuery) -> RetentionResult:
+def retention(touches: ir.Table, query: RetentionQuery, *,
+              segments: Mapping[str, ir.Table] | None = None) -> RetentionResult:
     """Compute the cohort retention ``query`` over ``touches`` (one backend query, plus one for
     ``as_of`` when not given).
 
     ``touches`` needs ``ts`` (UTC), the unit column (``person_id`` or ``account_id``; rows where
-    it is NULL are ignored) and the columns the filters and the breakdown read.
+    it is NULL are ignored) and the columns the filters and the breakdown read. ``segments``
+    maps breakdown names that are not touch columns (``persona``, ``cohort``) to tables with
+    the unit column and ``value``; a unit with several values is counted under the smallest.
     """
     if not isinstance(query, RetentionQuery):
         raise InvalidParameterError("retention() needs a RetentionQuery")
     q = query
-    plan = _plan(touches, q)
+    plan = _plan(touches, q, segments)
     if plan is None:
         return RetentionResult(q, None, (), _curve({}, q.periods), ())
     starts = plan.rows(q.start_event)

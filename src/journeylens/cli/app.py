@@ -167,22 +167,28 @@ def models(fmt: FormatOpt = Format.table) -> None:
 
 
 def _stage_table(result: StageFunnel, title: str) -> Table:
-    """The stage funnel as a table; on terminals narrower than 110 columns the
-    non-linearity columns (moved back, repeated) are left to --format json/csv."""
+    """The stage funnel as a table (one block of rows per breakdown value when broken down);
+    on terminals narrower than 110 columns the non-linearity columns (moved back, repeated)
+    are left to --format json/csv."""
     wide = out.width >= 110
     t = Table(title=title, title_justify="left", header_style="bold")
+    groups = [(b.value, b.stages) for b in result.breakdown] if result.breakdown_by else [(None, result.stages)]
+    if result.breakdown_by:
+        t.add_column(result.breakdown_by, no_wrap=True)
     t.add_column("stage", no_wrap=True)
     cols = ["people", "", "conv.", "stalled", "in stage"]
     cols += ["moved back", "repeated", "touches"] if wide else ["touches"]
     for col in cols:
         t.add_column(col, justify="left" if col == "" else "right", no_wrap=True)
-    top = max((r.people for r in result.stages), default=0) or 1
-    for r in result.stages:
-        bar = "█" * max(1 if r.people else 0, round(8 * r.people / top))
-        cells = [r.label, fmt_cell(r.people), f"[cyan]{bar}", fmt_cell(r.conversion_from_previous),
-                 fmt_cell(r.furthest), format_duration(r.median_seconds_in_stage)]
-        cells += [fmt_cell(r.moved_back), fmt_cell(r.repeated)] if wide else []
-        t.add_row(*cells, fmt_cell(r.touches))
+    for value, rows in groups:
+        top = max((r.people for r in rows), default=0) or 1
+        for i, r in enumerate(rows):
+            bar = "█" * max(1 if r.people else 0, round(8 * r.people / top))
+            cells = [r.label, fmt_cell(r.people), f"[cyan]{bar}", fmt_cell(r.conversion_from_previous),
+                     fmt_cell(r.furthest), format_duration(r.median_seconds_in_stage)]
+            cells += [fmt_cell(r.moved_back), fmt_cell(r.repeated)] if wide else []
+            lead = [Text(value if i == 0 else "")] if value is not None else []
+            t.add_row(*lead, *cells, fmt_cell(r.touches), end_section=value is not None and i == len(rows) - 1)
     t.caption = f"unmatched touches: {result.unmatched_touches:,} · {result.unit}s with touches: {result.total_units:,}"
     return t
 
@@ -191,16 +197,27 @@ def _stage_table(result: StageFunnel, title: str) -> Table:
 def stages(
     model: ModelOpt = None,
     unit: Annotated[str, typer.Option("--unit", help="person or account (B2B).")] = "person",
+    breakdown: Annotated[str | None, typer.Option(
+        "--breakdown", help="Split by a column (channel, utm_campaign, touchpoint, ...), properties.KEY, "
+        "persona, cohort or cohort:NAME (saved cohorts).")] = None,
+    breakdown_from: Annotated[str, typer.Option(
+        "--breakdown-from", help="Which touch gives a column's value: first_touch, last_touch or stage:K "
+        "(first touch in stage K, a key or 1-based index).")] = "first_touch",
+    breakdown_limit: Annotated[int, typer.Option("--breakdown-limit", help="Values shown separately; the rest "
+                                                 "are (other).")] = 25,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Per stage of a journey model: people who reached it (furthest stage), touches, unmatched touches."""
+    """Per stage of a journey model: people who reached it (furthest stage), conversion, time in stage,
+    moving back and repeats; optionally per breakdown value."""
     ws = _open()
-    result = ws.stage_funnel(model, unit=unit)
+    result = ws.stage_funnel(model, unit=unit, breakdown=breakdown, breakdown_from=breakdown_from,
+                             breakdown_limit=breakdown_limit)
+    title = f"Stages of {result.model}" + (f" by {breakdown}" if breakdown else "")
     if fmt is Format.json:
         d = result.to_dict()
         sys.stdout.write(to_json(d) + "\n")
     else:
-        emit(result, fmt, table=_stage_table(result, f"Stages of {result.model}"))
+        emit(result, fmt, table=_stage_table(result, title))
 
 
 @app.command()
@@ -217,23 +234,6 @@ def journey(
     if not df.empty:
         df["ts"] = df["ts"].dt.strftime("%Y-%m-%d %H:%M")
     emit(result, fmt, table=frame_table(df.drop(columns=["user_id", "anonymous_id"]), title))
-
-
-@app.command()
-def quarantine(
-    target: Annotated[str | None, typer.Option("--target", help="Only rows meant for this table.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many rows to list.")] = 20,
-    fmt: FormatOpt = Format.table,
-) -> None:
-    """List quarantined (rejected) rows with file, line, field and reason."""
-    result = _open().quarantine(limit=limit, target=target)
-    title = f"{result.total:,} quarantined rows" + (
-        " — " + ", ".join(f"{r}: {n:,}" for r, n in result.reasons[:5]) if result.reasons else "")
-    if fmt is Format.table:
-        df = result.to_pandas().drop(columns=["raw"])
-        out.print(frame_table(df, title))
-    else:
-        emit(result, fmt)
 
 
 @app.command(name="schema")
@@ -317,7 +317,7 @@ def _register_commands() -> None:
     import importlib
 
     for name in ("funnel", "paths", "retention", "kpis", "attribution", "clv", "surveys", "personas",
-                 "painpoints", "experiment", "propensity", "map", "serve"):
+                 "painpoints", "experiment", "propensity", "map", "serve", "quarantine"):
         importlib.import_module(f"journeylens.cli.{name}").register(app)
 
 

@@ -21,7 +21,6 @@ from journeylens.analyses.funnel import (
     FunnelQuery,
     FunnelResult,
     FunnelStep,
-    funnel,
 )
 from journeylens.cli.render import Format, FormatOpt, emit, fmt_cell, out
 
@@ -47,7 +46,8 @@ def funnel_command(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="EVENT:i:j — an attempt with EVENT after "
                                                       "step i and before step j stops at step i (repeatable).")] = None,
     breakdown: Annotated[str | None, typer.Option("--breakdown", help="Column (channel, touchpoint, utm_source, "
-                                                  "...) or properties.KEY to split the funnel by.")] = None,
+                                                  "...), properties.KEY, persona (saved personas), cohort (which "
+                                                  "saved cohort) or cohort:NAME (member vs non_member).")] = None,
     breakdown_from: Annotated[str, typer.Option("--breakdown-from", help="Which touch gives the breakdown value: "
                                                 "first_touch, last_touch or step:K.")] = "first_touch",
     breakdown_limit: Annotated[int, typer.Option("--breakdown-limit", help="Values shown separately; the rest are "
@@ -67,7 +67,7 @@ def funnel_command(
         trend_period=trend,
     )
     ws = _open()
-    result = funnel(ws.touches(model), query)
+    result = ws.funnel(query=query, model=model)
     if fmt is Format.table:
         for table in funnel_tables(result):
             out.print(table)

@@ -32,7 +32,8 @@ def map_command(
                                                "2026-10, 2026-W40, 2026-10-05 or 2026-10-01..2026-10-31.")] = None,
     compare: Annotated[str | None, typer.Option("--compare", help="Draw a second map beside it: persona:NAME, "
                                                 "segment:COHORT or period:PERIOD replaces that part of the "
-                                                "scope.")] = None,
+                                                "scope; workspace:NAME draws it from another workspace "
+                                                "(e.g. B2B vs B2C).")] = None,
     unit: Annotated[str, typer.Option("--unit", help="person or account (B2B).")] = "person",
     config: Annotated[Path | None, typer.Option("--config", help="Map configuration YAML (goals, known hurdles, "
                                                 "ideas, owners); default: the example for built-in models.")] = None,
@@ -54,9 +55,9 @@ def map_command(
         result: JourneyMap | MapComparison
         if compare:
             key, _, value = compare.partition(":")
-            if key not in ("persona", "segment", "period") or not value:
-                raise InvalidParameterError(f"--compare '{compare}' must be persona:NAME, segment:COHORT or "
-                                            "period:PERIOD")
+            if key not in ("persona", "segment", "period", "workspace") or not value:
+                raise InvalidParameterError(f"--compare '{compare}' must be persona:NAME, segment:COHORT, "
+                                            "period:PERIOD or workspace:NAME")
             result = ws.compare_journey_maps({key: value}, model, **kwargs)
         else:
             result = ws.journey_map(model, zoom=zoom, **kwargs)

@@ -141,6 +141,8 @@ def register(app: typer.Typer) -> None:
         max_links: Annotated[int, typer.Option("--max-links", help="Heaviest links kept in the Sankey.")] = 100,
         person: PersonOpt = None,
         persons_file: PersonsFileOpt = None,
+        cohort: Annotated[str | None, typer.Option("--cohort", help="Only members of this saved cohort "
+                                                   "(persona:KEY for a persona).")] = None,
         funnel_step: Annotated[list[str] | None, typer.Option("--funnel", help="A funnel step (repeat, in order) for --before/--between/--after/--dropped-at.")] = None,
         window: Annotated[str, typer.Option("--window", help="Funnel window (with --funnel).")] = "14d",
         before: Annotated[int | None, typer.Option("--before", help="Paths up to funnel step K of those who reached it.")] = None,
@@ -158,6 +160,8 @@ def register(app: typer.Typer) -> None:
                   if v is not None}
         ws = _open()
         touches = ws.touches(model)
+        if cohort is not None:
+            ids = [*(ids or []), *ws.cohort(cohort)]
         if chosen or funnel_step:
             if len(chosen) != 1 or not funnel_step:
                 raise InvalidParameterError(

@@ -25,14 +25,14 @@ from journeylens.analyses.retention import (
     churn,
     lifecycle,
     repurchase,
-    retention,
 )
 from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
 from journeylens.workspace import Workspace
 
 UnitOpt = Annotated[str, typer.Option("--unit", help="person or account (B2B).")]
 BreakdownOpt = Annotated[str | None, typer.Option("--breakdown", "-b",
-                                                  help="Column or properties.KEY of the first touch to split by.")]
+                                                  help="Column or properties.KEY of the first touch to split by; "
+                                                  "persona, cohort or cohort:NAME for saved cohorts.")]
 LimitOpt = Annotated[int, typer.Option("--breakdown-limit", help="Breakdown values shown; the rest are (other).")]
 FromOpt = Annotated[str | None, typer.Option("--from", help="First period: the one holding this UTC date (YYYY-MM-DD).")]
 ToOpt = Annotated[str | None, typer.Option("--to", help="Last period: the one holding this UTC date (YYYY-MM-DD).")]
@@ -139,7 +139,7 @@ def retention_command(
     params |= {"start_event": start, "return_event": return_}
     query = RetentionQuery(period=period, periods=periods, mode=mode, cohort_period=cohort_period,
                            breakdown_touch=breakdown_touch, **params)
-    result = retention(_open().touches(model), query)
+    result = _open().retention(query, model=model)
     if fmt is Format.table:
         out.print(retention_table(result))
         if query.breakdown is not None:

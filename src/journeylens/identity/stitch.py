@@ -1,4 +1,11 @@
-"""Rebuilding the ``identities`` table and resolving touches to persons."""
+"""Rebuilding the ``identities`` table, resolving touches to persons, and the touches cache.
+
+Query-time resolution (:func:`resolve_persons`) defines who a touch belongs to. The
+derived ``touches`` table is a cache of exactly that result (ADR 0002): it is rebuilt
+from ``events`` and ``identities`` by :func:`refresh_touches`, which
+:func:`rebuild_identities` calls last, and it is read (:func:`cached_touches`) only while
+the workspace's event count still equals the count recorded when it was built.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
+from journeylens import schema
 from journeylens.identity.graph import IdentityGraph, Link, build_graph
 from journeylens.store import Store
 
@@ -51,7 +59,61 @@ def rebuild_identities(store: Store, workspace: str) -> IdentityGraph:
         }
     )
     store.replace_workspace_rows("identities", workspace, table)
+    refresh_touches(store, workspace)
     return graph
+
+
+TOUCHES_MARKER = "touches_built_from_events:"
+"""Meta key prefix (+ workspace): the workspace's event count when its touches cache was built."""
+
+
+def _event_count(store: Store, workspace: str) -> int:
+    e = store.table("events")
+    return int(store.scalar(e.filter(e.workspace == ibis.literal(workspace)).count()))
+
+
+def refresh_touches(store: Store, workspace: str) -> int:
+    """Rebuild the derived ``touches`` table of ``workspace`` from its events and identities.
+
+    The table holds :func:`resolve_persons` of the workspace's touch events (types
+    track/page/screen), computed inside the backend. Every path that writes events or
+    identities must end here (imports and the collector do, through
+    :func:`rebuild_identities`); a write that does not only makes the cache stale, never
+    wrong: :func:`cached_touches` then returns None. Returns the event count recorded.
+    """
+    n = _event_count(store, workspace)  # counted first: rows added meanwhile make the cache stale
+    e = store.table("events")
+    e = e.filter((e.workspace == ibis.literal(workspace)) & e.type.isin(list(schema.TOUCH_TYPES)))
+    ids = store.table("identities")
+    resolved = resolve_persons(e, ids.filter(ids.workspace == ibis.literal(workspace)))
+    write = getattr(store, "replace_workspace_rows_from", None)
+    if write is not None:
+        write("touches", workspace, resolved)
+    else:
+        store.replace_workspace_rows("touches", workspace, store.to_pyarrow(resolved))
+    set_meta = getattr(store, "set_meta", None)
+    if set_meta is not None:
+        set_meta(TOUCHES_MARKER + workspace, str(n))
+    return n
+
+
+def cached_touches(store: Store, workspace: str) -> ir.Table | None:
+    """The workspace's rows of the ``touches`` cache when it is fresh, else None.
+
+    Fresh means: it was built when the workspace had as many events as it has now
+    (events are only appended, and every deletion rebuilds identities and with them
+    the cache). One ``count`` of the workspace's events per call.
+    """
+    built = store.meta().get(TOUCHES_MARKER + workspace)
+    if built is None:
+        return None
+    try:
+        t = store.table("touches")
+    except Exception:  # a store created before the cache existed, opened read-only
+        return None
+    if int(built) != _event_count(store, workspace):
+        return None
+    return t.filter(t.workspace == ibis.literal(workspace))
 
 
 def resolve_persons(events: ir.Table, identities: ir.Table) -> ir.Table:

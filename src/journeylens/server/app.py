@@ -148,8 +148,9 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    parts: list[bytes] = []
+async def _read_body(request: Request, limit: int, parts: list[bytes]) -> bytes:
+    """The request body (at most ``limit`` bytes, else :class:`_TooLarge`); ``parts`` keeps what
+    arrived, for quarantining the partial body after a timeout."""
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -245,14 +246,16 @@ def create_app(db: str, settings: CollectorSettings | None = None) -> FastAPI:
         header_key = auth.basic_user(request.headers.get("authorization"))
         source = f"http {request.url.path}"
         body = b""
+        parts: list[bytes] = []
         try:
             try:
-                body = await asyncio.wait_for(_read_body(request, cfg.limits.max_request_bytes),
+                body = await asyncio.wait_for(_read_body(request, cfg.limits.max_request_bytes, parts),
                                               cfg.limits.body_timeout)
             except _TooLarge as exc:
                 raise BadRequest("request_too_large",
                                  f"request body larger than {cfg.limits.max_request_bytes} bytes") from exc
             except TimeoutError as exc:
+                body = b"".join(parts)
                 raise BadRequest("body_timeout", "the request body was not received in time") from exc
             from journeylens.server.collect import decode_body
 

@@ -26,71 +26,31 @@ only what is specific to HTTP:
 from __future__ import annotations
 
 import json
-import uuid
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from journeylens import schema
-from journeylens.ingest import segment
-from journeylens.ingest.readers import cap, row_json
-from journeylens.server.privacy import IpMask, anonymize_message, no_consent
+from journeylens.ingest.live import (
+    ENDPOINT_TYPES,
+    LONE_SURROGATE,
+    MAX_DEPTH,
+    NO_IDENTITY,
+    NOT_OBJECT,
+    TOO_DEEP,
+    TOO_LARGE,
+    BadRequest,
+    Limits,
+    Prepared,
+    corrected_timestamp,
+    depth_exceeds,
+    iso,
+    message_ids_of,
+    parse_time,
+    prepare,
+)
 
-ENDPOINT_TYPES: dict[str, str] = {
-    "track": "track", "identify": "identify", "page": "page", "screen": "screen", "group": "group",
-    "alias": "alias", "batch": "batch", "t": "track", "i": "identify", "p": "page", "s": "screen",
-    "g": "group", "a": "alias", "b": "batch", "import": "batch",
-}
-"""Path segment after ``/v1/`` → message type (``batch`` for batch bodies)."""
-
-MAX_DEPTH = 64
-"""Messages nested deeper than this are quarantined (the mapping and JSON writers recurse)."""
-TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
-TOO_LARGE = "event larger than {} bytes"
-LONE_SURROGATE = "invalid unicode (lone surrogate)"
-NOT_OBJECT = "not a JSON object"
-NO_IDENTITY = "missing user_id and anonymous_id"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request limits of the collector (all configurable)."""
-
-    max_event_bytes: int = 32 * 1024
-    """One message serialised as compact JSON (UTF-8)."""
-    max_request_bytes: int = 500 * 1024
-    """A request body, before and after decompression."""
-    body_timeout: float = 10.0
-    """Seconds allowed for reading a request body."""
-
-
-class BadRequest(Exception):
-    """A request that cannot be used at all: answered 400 ``{"code", "message"}``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class Prepared:
-    """The messages of one request, checked and completed, before validation."""
-
-    messages: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    """(index in the request, message) to store."""
-    quarantined: list[tuple[int, str | None, str, str]] = field(default_factory=list)
-    """(index, field, reason, raw JSON capped) rejected before validation."""
-    no_consent: int = 0
-    """Messages dropped because they carry no consent (only counted)."""
-    suppressed: int = 0
-    """Messages dropped because their person was forgotten (set by the app)."""
-    write_key: str | None = None
-    """``writeKey`` from the body (batch level or the single message)."""
-    write_key_conflict: bool = False
-    """Messages of one request named different write keys."""
+__all__ = ["ENDPOINT_TYPES", "LONE_SURROGATE", "MAX_DEPTH", "NOT_OBJECT", "NO_IDENTITY", "TOO_DEEP", "TOO_LARGE",
+           "BadRequest", "Limits", "Prepared", "corrected_timestamp", "decode_body", "depth_exceeds", "gunzip",
+           "iso", "message_ids_of", "parse_time", "prepare"]
 
 
 def _strict_constant(name: str) -> Any:
@@ -151,184 +111,3 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
-def parse_time(value: Any) -> datetime | None:
-    """An ISO-8601 text as an aware UTC datetime (naive = UTC); None when it is not one."""
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    try:
-        t = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def corrected_timestamp(msg: dict[str, Any], received: datetime) -> Any:
-    """``receivedAt - (sentAt - originalTimestamp)`` (Segment's clock-skew rule).
-
-    Returns the message's own time value unchanged when it cannot be parsed
-    (the validator then quarantines it) or when there is no ``sentAt``.
-    """
-    original = msg.get("originalTimestamp")
-    if original is None or original == "":
-        original = msg.get("timestamp")
-    if original is None or original == "":
-        return iso(received)
-    t = parse_time(original)
-    sent = parse_time(msg.get("sentAt"))
-    if t is None or sent is None:
-        return original
-    try:
-        return iso(received - (sent - t))
-    except OverflowError:
-        return original
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
-
-
-def _check(msg: dict[str, Any], kind: str) -> tuple[str | None, str] | None:
-    """The first Segment-spec problem of a message: (field, reason), or None."""
-    if not _present(msg.get("userId")) and not _present(msg.get("anonymousId")):
-        return "anonymous_id", NO_IDENTITY
-    if kind == "track" and not _present(msg.get("event")):
-        return "event", "track needs event"
-    if kind == "alias" and not _present(msg.get("previousId")):
-        return "previous_id", "alias needs previous_id"
-    if kind == "alias" and not _present(msg.get("userId")):
-        return "user_id", "alias needs user_id"
-    if kind == "group" and not _present(msg.get("groupId")):
-        return "account_id", "group needs account_id"
-    return None
-
-
-def depth_exceeds(value: Any, limit: int) -> bool:
-    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            children: Iterable[Any] = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        if d >= limit:
-            return True
-        stack.extend((c, d + 1) for c in children)
-    return False
-
-
-def _size(msg: Any) -> tuple[int, bool]:
-    """(UTF-8 size of the compact JSON, has lone surrogates)."""
-    text = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
-    try:
-        return len(text.encode("utf-8")), False
-    except UnicodeEncodeError:
-        return len(text.encode("utf-8", errors="surrogatepass")), True
-
-
-def _raw(msg: Any) -> str:
-    return cap(json.dumps(msg, ensure_ascii=True, separators=(",", ":"), default=str)
-               if not isinstance(msg, dict) else row_json(_scrub(msg)))
-
-
-def _scrub(value: Any) -> Any:
-    """Replace lone surrogates so the value can be written as UTF-8."""
-    if isinstance(value, str):
-        return value.encode("utf-8", errors="replace").decode("utf-8") if _has_surrogate(value) else value
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
-            ip_mask: IpMask | None) -> Prepared:
-    """Check and complete the messages of one decoded request body.
-
-    ``endpoint`` is a key of :data:`ENDPOINT_TYPES`. Raises :class:`BadRequest`
-    when the body is not an object, or a batch body has no ``batch`` list.
-    """
-    kind = ENDPOINT_TYPES[endpoint]
-    if not isinstance(payload, dict):
-        raise BadRequest("invalid_body", "the body must be a JSON object")
-    out = Prepared()
-    keys: set[str] = set()
-    top_key = payload.get("writeKey")
-    if isinstance(top_key, str) and top_key:
-        keys.add(top_key)
-    if depth_exceeds(payload, MAX_DEPTH + 2) and kind != "batch":
-        raise BadRequest("too_deep", f"the body is nested deeper than {MAX_DEPTH} levels")
-    if kind == "batch":
-        batch = payload.get("batch")
-        if not isinstance(batch, list):
-            raise BadRequest("invalid_body", "a batch body needs a 'batch' list of messages")
-        items: Iterable[Any] = segment.expand(payload)
-    else:
-        items = [payload]
-    for index, msg in enumerate(items):
-        if depth_exceeds(msg, MAX_DEPTH):
-            out.quarantined.append((index, None, TOO_DEEP, f"<message nested deeper than {MAX_DEPTH} levels>"))
-            continue
-        if not isinstance(msg, dict):
-            out.quarantined.append((index, None, NOT_OBJECT, _raw(msg)))
-            continue
-        wk = msg.pop("writeKey", None)
-        if isinstance(wk, str) and wk:
-            keys.add(wk)
-        if kind != "batch":
-            msg["type"] = kind
-        mtype_raw = msg.get("type")
-        mtype = mtype_raw.strip().lower() if isinstance(mtype_raw, str) else ("track" if mtype_raw is None else "")
-        if ip_mask is not None:
-            anonymize_message(msg, ip_mask)
-        size, surrogate = _size(msg)
-        if surrogate:
-            out.quarantined.append((index, None, LONE_SURROGATE, _raw(msg)))
-            continue
-        if size > limits.max_event_bytes:
-            out.quarantined.append((index, None, TOO_LARGE.format(limits.max_event_bytes), _raw(msg)))
-            continue
-        if mtype in schema.MESSAGE_TYPES:
-            problem = _check(msg, mtype)
-            if problem is not None:
-                out.quarantined.append((index, problem[0], problem[1], _raw(msg)))
-                continue
-        if no_consent(msg):
-            out.no_consent += 1
-            continue
-        mid = msg.get("messageId")
-        mid_text = (segment.text(mid) or "").strip() if not isinstance(mid, dict | list) else ""
-        msg["messageId"] = mid_text or str(uuid.uuid4())
-        msg["timestamp"] = corrected_timestamp(msg, received)
-        msg.pop("originalTimestamp", None)
-        msg["receivedAt"] = iso(received)
-        out.messages.append((index, msg))
-    if len(keys) > 1:
-        out.write_key_conflict = True
-    out.write_key = next(iter(keys)) if len(keys) == 1 else None
-    return out
-
-
-def message_ids_of(msg: dict[str, Any]) -> list[str]:
-    """The person ids a message names (userId, anonymousId, previousId) as text."""
-    ids = []
-    for k in ("userId", "anonymousId", "previousId"):
-        v = msg.get(k)
-        if _present(v) and not isinstance(v, dict | list):
-            ids.append((segment.text(v) or "").strip())
-    return ids

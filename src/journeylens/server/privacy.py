@@ -18,9 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,73 +26,15 @@ from typing import Any
 import pyarrow as pa
 
 from journeylens import schema
+from journeylens.ingest.live import (  # noqa: F401 - re-exported
+    IpMask,
+    anonymize_ip,
+    anonymize_message,
+    mask_ips_in_text,
+    no_consent,
+    suppression_hash,
+)
 from journeylens.store.duckdb import DuckDBStore
-
-
-@dataclass(frozen=True)
-class IpMask:
-    """How many leading bits of an IP address are kept."""
-
-    v4_prefix: int = 24
-    v6_prefix: int = 48
-
-
-def anonymize_ip(value: Any, mask: IpMask) -> str | None:
-    """The network address of ``value`` under ``mask``; None when it is no IP address."""
-    if not isinstance(value, str):
-        return None
-    try:
-        ip = ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
-    prefix = mask.v4_prefix if ip.version == 4 else mask.v6_prefix
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
-
-
-def anonymize_message(msg: dict[str, Any], mask: IpMask) -> None:
-    """Anonymise ``context.ip``, ``properties.ip`` and ``traits.ip`` in place."""
-    for part in ("context", "properties", "traits"):
-        obj = msg.get(part)
-        if isinstance(obj, dict) and "ip" in obj:
-            masked = anonymize_ip(obj["ip"], mask)
-            if masked is None:
-                del obj["ip"]
-            else:
-                obj["ip"] = masked
-
-
-_IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-
-
-def mask_ips_in_text(text: str, mask: IpMask) -> str:
-    """Every IPv4 address in free text replaced by its network address."""
-    def sub(m: re.Match[str]) -> str:
-        return anonymize_ip(m.group(0), mask) or m.group(0)
-    return _IPV4.sub(sub, text)
-
-
-def no_consent(msg: dict[str, Any]) -> bool:
-    """True when the message says the person did not consent to analytics (see module doc)."""
-    ctx = msg.get("context")
-    if not isinstance(ctx, dict):
-        return False
-    if ctx.get("optOut") is True:
-        return True
-    consent = ctx.get("consent")
-    if consent is False:
-        return True
-    if isinstance(consent, dict):
-        if consent.get("analytics") is False:
-            return True
-        prefs = consent.get("categoryPreferences")
-        if isinstance(prefs, dict) and prefs.get("analytics") is False:
-            return True
-    return False
-
-
-def suppression_hash(workspace: str, ident: str) -> str:
-    """SHA-256 hex of ``workspace`` NUL ``ident`` (the suppressions table key)."""
-    return hashlib.sha256(f"{workspace}\0{ident}".encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 def load_suppressions(store: DuckDBStore) -> set[str]:

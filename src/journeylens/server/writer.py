@@ -38,8 +38,7 @@ import pyarrow as pa
 
 from journeylens import schema
 from journeylens.ingest.convert import Duck
-from journeylens.ingest.readers import ParsedLines, build_segment
-from journeylens.ingest.validate import Validator
+from journeylens.ingest.live import validate_messages
 from journeylens.store.duckdb import DuckDBStore
 
 EVENT_KEY = ("workspace", "message_id")
@@ -336,23 +335,14 @@ class Writer:
         identity_ws: set[str] = set()
         now = datetime.now(UTC)
         for ws, items in by_ws.items():
-            records: list[Any] = [(g, msg, msg) for g, (_, _, msg) in enumerate(items)]
-            chunk = build_segment(ParsedLines(records, [], 0, []))  # raw: the message (not line bytes)
-            validator = Validator("events", workspace=ws, source="http", tz="UTC", received_at=now, now=now,
-                                  duck=duck)
-            checked = validator.validate(chunk)
-            bad = checked.quarantined
-            lines = bad.column("line").to_pylist()
-            for g, fld, reason, raw in zip(lines, bad.column("field").to_pylist(),
-                                           bad.column("reason").to_pylist(), bad.column("raw").to_pylist(),
-                                           strict=True):
-                j, index, _ = items[int(g)]
+            checked = validate_messages([msg for _, _, msg in items], ws, now, duck)
+            for g, fld, reason, raw_text in checked.rejected:
+                j, index, _ = items[g]
                 outcomes[j].quarantined.append((index, reason))
-                q_rows.append(_qrow(jobs[j], index, fld, reason, raw))
+                q_rows.append(_qrow(jobs[j], index, fld, reason, raw_text))
             acc = checked.accepted
             if acc.num_rows:
-                bad_rows = {int(g) for g in lines}
-                good = [g for g in range(len(items)) if g not in bad_rows]
+                good = checked.accepted_items
                 keep: list[bool] = []
                 for g, mid in zip(good, acc.column("message_id").to_pylist(), strict=True):
                     j = items[g][0]

@@ -175,5 +175,36 @@ class SparkStore(Store):
         shutil.rmtree(old, ignore_errors=True)
         self.refresh(name)
 
+    def replace_workspace_rows_from(self, name: str, workspace: str, expr: Any) -> None:
+        """Replace all rows of ``workspace`` in table ``name`` by the rows of the Ibis expression
+        ``expr`` (same columns), computed by Spark: the other workspaces' rows and the new rows
+        are written to a staging folder that then replaces the table folder."""
+        self.table(name)
+        spec = schema.TABLES[name]
+        types = spec.ibis_schema()
+        current = self.table(name)
+        keep = current.filter(current.workspace != ibis.literal(workspace))
+        new = expr.select(**{c: expr[c].cast(types[c]) for c in spec.names})
+        merged = keep.select(**{c: keep[c].cast(types[c]) for c in spec.names}).union(new)
+        tmp = self.warehouse / "_staging" / f"{name}-replace-{uuid.uuid4().hex}"
+        self.con.to_parquet_dir(merged, str(tmp))
+        if not any(tmp.glob("*.parquet")):  # no rows at all: keep a schema-bearing empty file
+            pq.write_table(empty_table(name), tmp / "part-empty.parquet")
+        d = self.table_dir(name)
+        old = self.warehouse / "_staging" / f"{name}-old-{uuid.uuid4().hex}"
+        d.rename(old)
+        tmp.rename(d)
+        shutil.rmtree(old, ignore_errors=True)
+        self.refresh(name)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one key of the store's meta file (e.g. a derived table's build marker)."""
+        f = self.warehouse / _META_FILE
+        data = self.meta()
+        data[key] = value
+        tmp = f.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.rename(f)
+
     def close(self) -> None:
         """The SparkSession is shared by the process and stays up."""

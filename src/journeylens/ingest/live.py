@@ -1,0 +1,376 @@
+"""Live Segment messages (the collector's per-message checks), shared by the collector and
+``journeylens quarantine replay``.
+
+:func:`prepare` checks and completes the messages of one decoded Tracking API body:
+
+* the message type implied by the endpoint (``/v1/track`` → ``track``);
+* per-message checks that quarantine one message and keep the rest:
+  nested deeper than :data:`MAX_DEPTH`, not an object, larger than ``max_event_bytes``,
+  lone surrogates, missing ``userId``/``anonymousId``, ``track`` without ``event``,
+  ``alias`` without ``previousId``/``userId``, ``group`` without ``groupId``;
+* server fields: ``messageId`` (``new_id()``, a UUID4 by default, when missing),
+  ``receivedAt`` (the server clock; a client value is ignored) and ``timestamp``
+  corrected for client clock skew: ``timestamp = receivedAt - (sentAt - originalTimestamp)``
+  where ``originalTimestamp`` is the message's ``originalTimestamp`` or else its
+  ``timestamp``; without either, ``timestamp = receivedAt``;
+* privacy: IP addresses anonymised, no-consent messages dropped (counted).
+
+:func:`validate_messages` then maps prepared messages with the Segment import mapping
+(:func:`~journeylens.ingest.readers.build_segment`) and validates them with the import
+:class:`~journeylens.ingest.validate.Validator` (source ``http``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from journeylens import schema
+from journeylens.ingest import segment
+from journeylens.ingest.convert import Duck
+from journeylens.ingest.readers import ParsedLines, build_segment, cap, row_json
+from journeylens.ingest.validate import Validator
+
+
+@dataclass(frozen=True)
+class IpMask:
+    """How many leading bits of an IP address are kept."""
+
+    v4_prefix: int = 24
+    v6_prefix: int = 48
+
+
+def anonymize_ip(value: Any, mask: IpMask) -> str | None:
+    """The network address of ``value`` under ``mask``; None when it is no IP address."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    prefix = mask.v4_prefix if ip.version == 4 else mask.v6_prefix
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def anonymize_message(msg: dict[str, Any], mask: IpMask) -> None:
+    """Anonymise ``context.ip``, ``properties.ip`` and ``traits.ip`` in place."""
+    for part in ("context", "properties", "traits"):
+        obj = msg.get(part)
+        if isinstance(obj, dict) and "ip" in obj:
+            masked = anonymize_ip(obj["ip"], mask)
+            if masked is None:
+                del obj["ip"]
+            else:
+                obj["ip"] = masked
+
+
+_IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+
+
+def mask_ips_in_text(text: str, mask: IpMask) -> str:
+    """Every IPv4 address in free text replaced by its network address."""
+    def sub(m: re.Match[str]) -> str:
+        return anonymize_ip(m.group(0), mask) or m.group(0)
+    return _IPV4.sub(sub, text)
+
+
+def no_consent(msg: dict[str, Any]) -> bool:
+    """True when the message says the person did not consent to analytics (see module doc)."""
+    ctx = msg.get("context")
+    if not isinstance(ctx, dict):
+        return False
+    if ctx.get("optOut") is True:
+        return True
+    consent = ctx.get("consent")
+    if consent is False:
+        return True
+    if isinstance(consent, dict):
+        if consent.get("analytics") is False:
+            return True
+        prefs = consent.get("categoryPreferences")
+        if isinstance(prefs, dict) and prefs.get("analytics") is False:
+            return True
+    return False
+
+
+def suppression_hash(workspace: str, ident: str) -> str:
+    """SHA-256 hex of ``workspace`` NUL ``ident`` (the suppressions table key)."""
+    return hashlib.sha256(f"{workspace}\0{ident}".encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+
+ENDPOINT_TYPES: dict[str, str] = {
+    "track": "track", "identify": "identify", "page": "page", "screen": "screen", "group": "group",
+    "alias": "alias", "batch": "batch", "t": "track", "i": "identify", "p": "page", "s": "screen",
+    "g": "group", "a": "alias", "b": "batch", "import": "batch",
+}
+"""Path segment after ``/v1/`` → message type (``batch`` for batch bodies)."""
+
+MAX_DEPTH = 64
+"""Messages nested deeper than this are quarantined (the mapping and JSON writers recurse)."""
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+TOO_LARGE = "event larger than {} bytes"
+LONE_SURROGATE = "invalid unicode (lone surrogate)"
+NOT_OBJECT = "not a JSON object"
+NO_IDENTITY = "missing user_id and anonymous_id"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits of the collector (all configurable)."""
+
+    max_event_bytes: int = 32 * 1024
+    """One message serialised as compact JSON (UTF-8)."""
+    max_request_bytes: int = 500 * 1024
+    """A request body, before and after decompression."""
+    body_timeout: float = 10.0
+    """Seconds allowed for reading a request body."""
+
+
+class BadRequest(Exception):
+    """A request that cannot be used at all: answered 400 ``{"code", "message"}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Prepared:
+    """The messages of one request, checked and completed, before validation."""
+
+    messages: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """(index in the request, message) to store."""
+    quarantined: list[tuple[int, str | None, str, str]] = field(default_factory=list)
+    """(index, field, reason, raw JSON capped) rejected before validation."""
+    no_consent: int = 0
+    """Messages dropped because they carry no consent (only counted)."""
+    suppressed: int = 0
+    """Messages dropped because their person was forgotten (set by the app)."""
+    write_key: str | None = None
+    """``writeKey`` from the body (batch level or the single message)."""
+    write_key_conflict: bool = False
+    """Messages of one request named different write keys."""
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO-8601 text as an aware UTC datetime (naive = UTC); None when it is not one."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def corrected_timestamp(msg: dict[str, Any], received: datetime) -> Any:
+    """``receivedAt - (sentAt - originalTimestamp)`` (Segment's clock-skew rule).
+
+    Returns the message's own time value unchanged when it cannot be parsed
+    (the validator then quarantines it) or when there is no ``sentAt``.
+    """
+    original = msg.get("originalTimestamp")
+    if original is None or original == "":
+        original = msg.get("timestamp")
+    if original is None or original == "":
+        return iso(received)
+    t = parse_time(original)
+    sent = parse_time(msg.get("sentAt"))
+    if t is None or sent is None:
+        return original
+    try:
+        return iso(received - (sent - t))
+    except OverflowError:
+        return original
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _check(msg: dict[str, Any], kind: str) -> tuple[str | None, str] | None:
+    """The first Segment-spec problem of a message: (field, reason), or None."""
+    if not _present(msg.get("userId")) and not _present(msg.get("anonymousId")):
+        return "anonymous_id", NO_IDENTITY
+    if kind == "track" and not _present(msg.get("event")):
+        return "event", "track needs event"
+    if kind == "alias" and not _present(msg.get("previousId")):
+        return "previous_id", "alias needs previous_id"
+    if kind == "alias" and not _present(msg.get("userId")):
+        return "user_id", "alias needs user_id"
+    if kind == "group" and not _present(msg.get("groupId")):
+        return "account_id", "group needs account_id"
+    return None
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            children: Iterable[Any] = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        if d >= limit:
+            return True
+        stack.extend((c, d + 1) for c in children)
+    return False
+
+
+def _size(msg: Any) -> tuple[int, bool]:
+    """(UTF-8 size of the compact JSON, has lone surrogates)."""
+    text = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return len(text.encode("utf-8")), False
+    except UnicodeEncodeError:
+        return len(text.encode("utf-8", errors="surrogatepass")), True
+
+
+def _raw(msg: Any) -> str:
+    return cap(json.dumps(msg, ensure_ascii=True, separators=(",", ":"), default=str)
+               if not isinstance(msg, dict) else row_json(_scrub(msg)))
+
+
+def _scrub(value: Any) -> Any:
+    """Replace lone surrogates so the value can be written as UTF-8."""
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="replace").decode("utf-8") if _has_surrogate(value) else value
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
+            ip_mask: IpMask | None, new_id: Callable[[int], str] | None = None) -> Prepared:
+    """Check and complete the messages of one decoded request body.
+
+    ``endpoint`` is a key of :data:`ENDPOINT_TYPES`. Raises :class:`BadRequest`
+    when the body is not an object, or a batch body has no ``batch`` list.
+    ``new_id(index)`` gives the ``messageId`` of a message without one (default: a UUID4).
+    """
+    kind = ENDPOINT_TYPES[endpoint]
+    if not isinstance(payload, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    out = Prepared()
+    keys: set[str] = set()
+    top_key = payload.get("writeKey")
+    if isinstance(top_key, str) and top_key:
+        keys.add(top_key)
+    if depth_exceeds(payload, MAX_DEPTH + 2) and kind != "batch":
+        raise BadRequest("too_deep", f"the body is nested deeper than {MAX_DEPTH} levels")
+    if kind == "batch":
+        batch = payload.get("batch")
+        if not isinstance(batch, list):
+            raise BadRequest("invalid_body", "a batch body needs a 'batch' list of messages")
+        items: Iterable[Any] = segment.expand(payload)
+    else:
+        items = [payload]
+    for index, msg in enumerate(items):
+        if depth_exceeds(msg, MAX_DEPTH):
+            out.quarantined.append((index, None, TOO_DEEP, f"<message nested deeper than {MAX_DEPTH} levels>"))
+            continue
+        if not isinstance(msg, dict):
+            out.quarantined.append((index, None, NOT_OBJECT, _raw(msg)))
+            continue
+        wk = msg.pop("writeKey", None)
+        if isinstance(wk, str) and wk:
+            keys.add(wk)
+        if kind != "batch":
+            msg["type"] = kind
+        mtype_raw = msg.get("type")
+        mtype = mtype_raw.strip().lower() if isinstance(mtype_raw, str) else ("track" if mtype_raw is None else "")
+        if ip_mask is not None:
+            anonymize_message(msg, ip_mask)
+        size, surrogate = _size(msg)
+        if surrogate:
+            out.quarantined.append((index, None, LONE_SURROGATE, _raw(msg)))
+            continue
+        if size > limits.max_event_bytes:
+            out.quarantined.append((index, None, TOO_LARGE.format(limits.max_event_bytes), _raw(msg)))
+            continue
+        if mtype in schema.MESSAGE_TYPES:
+            problem = _check(msg, mtype)
+            if problem is not None:
+                out.quarantined.append((index, problem[0], problem[1], _raw(msg)))
+                continue
+        if no_consent(msg):
+            out.no_consent += 1
+            continue
+        mid = msg.get("messageId")
+        mid_text = (segment.text(mid) or "").strip() if not isinstance(mid, dict | list) else ""
+        msg["messageId"] = mid_text or (new_id(index) if new_id is not None else str(uuid.uuid4()))
+        msg["timestamp"] = corrected_timestamp(msg, received)
+        msg.pop("originalTimestamp", None)
+        msg["receivedAt"] = iso(received)
+        out.messages.append((index, msg))
+    if len(keys) > 1:
+        out.write_key_conflict = True
+    out.write_key = next(iter(keys)) if len(keys) == 1 else None
+    return out
+
+
+def message_ids_of(msg: dict[str, Any]) -> list[str]:
+    """The person ids a message names (userId, anonymousId, previousId) as text."""
+    ids = []
+    for k in ("userId", "anonymousId", "previousId"):
+        v = msg.get(k)
+        if _present(v) and not isinstance(v, dict | list):
+            ids.append((segment.text(v) or "").strip())
+    return ids
+
+
+@dataclass
+class Checked:
+    """Prepared messages of one workspace after mapping and validation."""
+
+    accepted: pa.Table
+    """Canonical ``events`` rows of the messages that passed, in input order."""
+    accepted_items: list[int]
+    """For each accepted row, the position of its message in the input list."""
+    rejected: list[tuple[int, str | None, str, str | None]]
+    """(position, field, reason, raw JSON) of the messages the validator quarantined."""
+
+
+def validate_messages(messages: list[dict[str, Any]], workspace: str, now: datetime, duck: Duck,
+                      received_at: datetime | None = None) -> Checked:
+    """Map prepared messages exactly as a Segment JSON-lines import does and validate them
+    (source ``http``); every message ends accepted or rejected with the first failing check."""
+    records: list[Any] = [(g, msg, msg) for g, msg in enumerate(messages)]
+    chunk = build_segment(ParsedLines(records, [], 0, []))  # raw: the message (not line bytes)
+    validator = Validator("events", workspace=workspace, source="http", tz="UTC",
+                          received_at=received_at or now, now=now, duck=duck)
+    checked = validator.validate(chunk)
+    bad = checked.quarantined
+    lines = [int(g) for g in bad.column("line").to_pylist()]
+    rejected = list(zip(lines, bad.column("field").to_pylist(), bad.column("reason").to_pylist(),
+                        bad.column("raw").to_pylist(), strict=True))
+    bad_set = set(lines)
+    return Checked(checked.accepted, [g for g in range(len(messages)) if g not in bad_set], rejected)
