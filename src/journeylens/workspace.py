@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
@@ -24,25 +24,8 @@ import pyarrow as pa
 
 from journeylens import config, schema
 from journeylens.analyses._time import parse_period
-from journeylens.analyses.attribution import (
-    METHODS,
-    AttributionComparison,
-    AttributionQuery,
-    AttributionResult,
-    attribution,
-    compare_attribution,
-)
-from journeylens.analyses.experiments import ExperimentQuery, ExperimentResult, experiment
 from journeylens.analyses.funnel import FunnelQuery, FunnelResult, cohort_segments, funnel
-from journeylens.analyses.kpis import REGISTRY, KpiResult, format_kpi, kpis
 from journeylens.analyses.overview import Overview, overview
-from journeylens.analyses.painpoints import (
-    MomentsResult,
-    PainPointsQuery,
-    PainPointsResult,
-    moments_of_truth,
-    pain_points,
-)
 from journeylens.analyses.paths import (
     PathsQuery,
     PathsResult,
@@ -52,8 +35,6 @@ from journeylens.analyses.paths import (
     paths,
     sankey,
 )
-from journeylens.analyses.personas import PersonaResult, personas
-from journeylens.analyses.propensity import PropensityQuery, PropensityResult, propensity
 from journeylens.analyses.quarantine import QuarantineReport, quarantine_report
 from journeylens.analyses.retention import (
     ChurnQuery,
@@ -70,10 +51,8 @@ from journeylens.analyses.retention import (
     retention,
 )
 from journeylens.analyses.stages import StageFunnel, stage_funnel
-from journeylens.analyses.surveys import SurveyQuery, SurveyResult, surveys
 from journeylens.analyses.timeline import PersonTimeline, person_timeline
 from journeylens.analyses.transitions import TransitionMatrix, TransitionsQuery, transitions
-from journeylens.analyses.value import CLVResult, ValueQuery, clv
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.identity import IdentityGraph, rebuild_identities, resolve_ids, resolve_persons
 from journeylens.identity.stitch import cached_touches, refresh_touches
@@ -86,18 +65,23 @@ from journeylens.journey import (
     load_catalog,
     load_model,
 )
-from journeylens.journeymap import (
-    EmotionPoint,
-    JourneyMap,
-    KpiCell,
-    MapConfig,
-    PainPointNote,
-    build_map,
-    example_config,
-    load_map_config,
-)
-from journeylens.journeymap.compare import MapComparison, compare_maps
 from journeylens.store import Store, open_store
+
+if TYPE_CHECKING:  # the heavy analyses (scipy, scikit-learn, jinja2) load when first used
+    from journeylens.analyses.attribution import (
+        AttributionComparison,
+        AttributionQuery,
+        AttributionResult,
+    )
+    from journeylens.analyses.experiments import ExperimentQuery, ExperimentResult
+    from journeylens.analyses.kpis import KpiResult
+    from journeylens.analyses.painpoints import MomentsResult, PainPointsQuery, PainPointsResult
+    from journeylens.analyses.personas import PersonaResult
+    from journeylens.analyses.propensity import PropensityQuery, PropensityResult
+    from journeylens.analyses.surveys import SurveyQuery, SurveyResult
+    from journeylens.analyses.value import CLVResult, ValueQuery
+    from journeylens.journeymap import JourneyMap, MapConfig
+    from journeylens.journeymap.compare import MapComparison
 
 ModelRef = str | Path | JourneyModel | None
 """A journey model: built-in key, YAML path, loaded model, or None for the default."""
@@ -370,12 +354,16 @@ class Workspace:
     def clv(self, query: ValueQuery | None = None, *, model: ModelRef = None,
             segments: Mapping[str, ir.Table] | None = None, **params: Any) -> CLVResult:
         """RFM, BG/NBD + Gamma-Gamma customer value; ``params`` are :class:`ValueQuery` fields (docs/clv.md)."""
+        from journeylens.analyses.value import ValueQuery, clv
+
         return clv(self.touches(model), query if query is not None else ValueQuery(**params), segments=segments)
 
     def kpis(self, model: ModelRef = None, *, segments: Mapping[str, ir.Table] | None = None,
              **params: Any) -> KpiResult:
         """Every KPI of the registry per stage, optionally per period and breakdown (docs/kpis.md);
         ``params`` are :class:`~journeylens.analyses.kpis.KpiQuery` fields (by, period, unit, churn_after)."""
+        from journeylens.analyses.kpis import kpis
+
         m = self.model(model)
         return kpis(self.touches(m), model=m, costs=self.costs(), surveys=self.surveys(), segments=segments,
                     **params)
@@ -384,19 +372,25 @@ class Workspace:
                     model: ModelRef = None, **params: Any) -> AttributionResult:
         """Credit for conversions per channel (or touchpoint, campaign) by one method, with costs
         joined to CPA and ROAS; ``params`` are :class:`AttributionQuery` fields (docs/attribution.md)."""
+        from journeylens.analyses.attribution import AttributionQuery, attribution
+
         q = query if query is not None else AttributionQuery(method=method, **params)
         return attribution(self.touches(model), q, costs=self.costs())
 
     def compare_attribution(self, query: AttributionQuery | None = None, *, model: ModelRef = None,
-                            methods: Sequence[str] = METHODS, **params: Any) -> AttributionComparison:
-        """All attribution methods side by side on the same journeys (docs/attribution.md)."""
+                            methods: Sequence[str] | None = None, **params: Any) -> AttributionComparison:
+        """All attribution methods (default: every one) side by side on the same journeys (docs/attribution.md)."""
+        from journeylens.analyses.attribution import METHODS, AttributionQuery, compare_attribution
+
         q = query if query is not None else AttributionQuery(**params)
-        return compare_attribution(self.touches(model), q, methods=methods, costs=self.costs())
+        return compare_attribution(self.touches(model), q, methods=methods or METHODS, costs=self.costs())
 
     def propensity(self, query: PropensityQuery | None = None, *, model: ModelRef = None,
                    segments: Mapping[str, ir.Table] | None = None, **params: Any) -> PropensityResult:
         """Per person: probability to reach a stage (or churn), drivers and the next best action,
         trained on a time split (docs/propensity.md)."""
+        from journeylens.analyses.propensity import PropensityQuery, propensity
+
         m = self.model(model)
         q = query if query is not None else PropensityQuery(**params)
         return propensity(self.touches(m), q, model=m, segments=segments)
@@ -404,18 +398,24 @@ class Workspace:
     def survey_report(self, query: SurveyQuery | None = None, *, model: ModelRef = None,
                       segments: Mapping[str, ir.Table] | None = None, **params: Any) -> SurveyResult:
         """Voice of the customer: NPS, CSAT, CES, emotion per stage, comment themes (docs/surveys.md)."""
+        from journeylens.analyses.surveys import SurveyQuery, surveys
+
         q = query if query is not None else SurveyQuery(**params)
         return surveys(self.surveys(), q, model=self.model(model), segments=segments)
 
     def experiment(self, query: ExperimentQuery | None = None, *, model: ModelRef = None,
                    **params: Any) -> ExperimentResult:
         """A/B readout per variant with tests, intervals and the sample-ratio check (docs/experiments.md)."""
+        from journeylens.analyses.experiments import ExperimentQuery, experiment
+
         q = query if query is not None else ExperimentQuery(**params)
         return experiment(self.touches(model), q, people=self.people() if q.unit == "person" else self.accounts())
 
     def personas(self, rules: str | Path | None = None, *, k: int | None = None, unit: str = "person",
                  model: ModelRef = None, **params: Any) -> PersonaResult:
         """Discovered (clustering traits and behaviour) or rule-based personas (docs/personas.md)."""
+        from journeylens.analyses.personas import personas
+
         m = self.model(model)
         return personas(self.touches(m), self.people(), self.accounts(), model=m, rules=rules, k=k, unit=unit,
                         **params)
@@ -495,6 +495,19 @@ class Workspace:
         ``config`` is a map configuration file (goals, known hurdles, ideas, owners); by
         default the example shipped for a built-in model is used when there is one.
         """
+        from journeylens.analyses.kpis import REGISTRY, format_kpi, kpis
+        from journeylens.analyses.painpoints import PainPointsQuery, pain_points
+        from journeylens.analyses.surveys import SurveyQuery, surveys
+        from journeylens.journeymap import (
+            EmotionPoint,
+            KpiCell,
+            MapConfig,
+            PainPointNote,
+            build_map,
+            example_config,
+            load_map_config,
+        )
+
         m = self.model(model)
         scope = {k: v for k, v in (("persona", persona), ("segment", segment), ("period", period)) if v}
         if isinstance(config, MapConfig):
@@ -531,6 +544,8 @@ class Workspace:
     def _moments_by_stage(self, touches: ir.Table, unit: str, top: int = 3) -> dict[str, list[tuple[str, str]]]:
         """The strongest significant moments of truth (touchpoints raising conversion, p < 0.05),
         each placed in the stage where most of its touches are."""
+        from journeylens.analyses.painpoints import moments_of_truth
+
         moments = [x for x in moments_of_truth(touches, by="touchpoint", unit=unit).moments
                    if x.lift > 1 and x.p_value < 0.05][:top]
         if not moments:
@@ -552,6 +567,8 @@ class Workspace:
                     segments: Mapping[str, ir.Table] | None = None, moments: bool = False,
                     **params: Any) -> PainPointsResult:
         """Ranked pain points with evidence, optionally with moments of truth (docs/painpoints.md)."""
+        from journeylens.analyses.painpoints import PainPointsQuery, pain_points
+
         m = self.model(model)
         return pain_points(self.touches(m), m, query if query is not None else PainPointsQuery(**params),
                            surveys=self.surveys(), people=self.people(), accounts=self.accounts(),
@@ -559,6 +576,8 @@ class Workspace:
 
     def moments_of_truth(self, *, model: ModelRef = None, **params: Any) -> MomentsResult:
         """Touchpoints whose presence changes conversion or churn most (docs/painpoints.md)."""
+        from journeylens.analyses.painpoints import moments_of_truth
+
         return moments_of_truth(self.touches(model), **params)
 
     def compare_journey_maps(self, other: Mapping[str, str], model: ModelRef = None, *, alpha: float = 0.05,
@@ -566,6 +585,8 @@ class Workspace:
         """Map of ``scope`` (keyword arguments of :meth:`journey_map`) beside the same map with
         ``other`` replacing scope entries (e.g. ``{"persona": "researcher"}``); ``{"workspace": W}``
         draws the second map from workspace ``W`` of the same store (e.g. B2B vs B2C)."""
+        from journeylens.journeymap.compare import compare_maps
+
         other = dict(other)
         a = self.journey_map(model, **scope)
         source = Workspace(self.store, other.pop("workspace"), catalog=self.catalog) if "workspace" in other else self
