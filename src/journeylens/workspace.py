@@ -449,6 +449,16 @@ class Workspace:
         self.store.replace_workspace_rows("cohorts", self.name, pa.concat_tables([keep.cast(new.schema), new]))
         return len(members)
 
+    def segments(self, *names: str | None, unit: str = "person", model: ModelRef = None) -> dict[str, ir.Table]:
+        """Segment tables (unit id, ``value``) for breakdown names over saved cohorts — ``persona``,
+        ``cohort``, ``cohort:NAME`` — to pass as ``segments=`` to any analysis; other names are
+        skipped (they are columns the analysis reads itself)."""
+        t = self.touches(model)
+        out: dict[str, ir.Table] = {}
+        for name in names:
+            out.update(cohort_segments(self.table("cohorts"), t, name, unit))
+        return out
+
     def cohort(self, name: str) -> list[str]:
         """Members (person ids) of the saved cohort ``name``."""
         cohorts = self.table("cohorts")
