@@ -711,7 +711,7 @@ def moments_of_truth(touches: ir.Table, *, by: str = "channel", outcome: str = "
     t = t.select(**{_U: t[col].cast("string")}, ts=t.ts, x=t[by].cast("string"), goal=goal,
                  stage_index=t.stage_index)
     firsts = t.group_by(_U).aggregate(
-        conv_ts=ibis.cases((t.goal, t.ts), else_=ibis.null(t.ts.type())).min(), last_ts=t.ts.max())
+        conv_ts=ibis.cases((t.goal, t.ts), else_=ibis.null(t.ts.type().copy(nullable=True))).min(), last_ts=t.ts.max())
     j = t.join(firsts, _U)
     if outcome == "conversion":
         before = j.conv_ts.isnull() | (j.ts < j.conv_ts)

@@ -590,7 +590,7 @@ def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,
     if not q.start_end_nodes:
         return nodes.select(*out_cols)
 
-    null_ts = ibis.null().cast(nodes[_TS].type())
+    null_ts = ibis.null().cast(nodes[_TS].type().copy(nullable=True))
     null_f = ibis.null("float64")
     first = nodes.filter(nodes.pos == 1)
     starts = first.filter(~first._head_cut).select(
@@ -754,7 +754,7 @@ def funnel_paths(touches: ir.Table, result: FunnelResult, step: int | str, posit
     col = result.query.unit_column
     ids = units.select(_k=units[col].cast("string"))
     at = at.semi_join(ids, at[_U] == ids._k)
-    null_ts = ibis.null().cast(at.t1.type())
+    null_ts = ibis.null().cast(at.t1.type().copy(nullable=True))
     from_i = {"before": None, "between": k - 1, "after": k, "dropped": k - 1}[position]
     to_i = {"before": k, "between": k, "after": None, "dropped": None}[position]
     times = at.select(_U, from_at=at[f"t{from_i}"] if from_i else null_ts,

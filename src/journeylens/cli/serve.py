@@ -66,13 +66,14 @@ def serve(
 
     from journeylens import config
     from journeylens.cli.app import _state
-    from journeylens.server.app import CollectorSettings, create_app
+    from journeylens.server.app import CollectorSettings
+    from journeylens.server.site import create_server
 
     db = str(config.setting("db", _state.get("db")))
     overrides: dict[str, Any] = {"public_url": public_url or f"http://{host}:{port}"}
     if keep_ip:
         overrides["ip_mask"] = None
-    app = create_app(db, CollectorSettings.from_config(**overrides))
+    app = create_server(db, CollectorSettings.from_config(**overrides))
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=30)
 
 
