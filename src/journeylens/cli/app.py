@@ -283,6 +283,7 @@ def demo(
             "scenario": scenario, "db": ws.store.url, "files": {k: str(v) for k, v in res.files.items()},
             "imports": [r.to_dict() for r in reports], "overview": ov.to_dict(), "stages": funnel.to_dict(),
             "journey_map": str(map_path),
+            "dashboard": "journeylens keys create --kind admin && journeylens serve  # http://127.0.0.1:8080",
         }) + "\n")
         return
     if fmt is Format.csv:
@@ -307,6 +308,8 @@ def demo(
     out.print(ch)
     out.print(f"[bold]Customer Journey Map:[/] {map_path.resolve()} (open it in a browser; "
               f"`journeylens map --out map.png` renders a PNG)")
+    out.print("[bold]Dashboard:[/] `journeylens keys create --kind admin`, then `journeylens serve` and open "
+              "http://127.0.0.1:8080 — log in with the key; the same server collects live events on /v1.")
     out.print("[dim]Next: `journeylens funnel visit product_view add_to_cart purchase --window 7d`, "
               "`journeylens paths`, `journeylens retention`, `journeylens stages --model aida`, "
               "`journeylens journey PERSON_ID`.[/]")
