@@ -44,6 +44,7 @@ import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from journeylens.analyses._relations import nullable as _nullable
 from journeylens.analyses._time import PERIODS, format_duration, histogram_edges, parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store import functions as store_functions
@@ -1087,10 +1088,6 @@ def _units(level: ir.Table, values: ir.Table | None, limit: int) -> ir.Table:
     out = ub.join(labels, ub.breakdown == labels._b)
     return out.select(_U, "level", breakdown=out.label, rank=out.rank)
 
-
-def _nullable(t: ir.Table) -> ir.Table:
-    """``t`` with every column typed nullable (a join may mark key columns NOT NULL)."""
-    return t.select(**{c: t[c].cast(t[c].type().copy(nullable=True)) for c in t.columns})
 
 
 def _summary(unit_steps: ir.Table, level: ir.Table, units: ir.Table | None, q: FunnelQuery,

@@ -28,6 +28,7 @@ import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from journeylens.analyses._relations import union_all
 from journeylens.analyses._time import PERIODS, format_duration, parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey.model import JourneyModel
@@ -421,7 +422,7 @@ def _with_levels(base: ir.Table, grouped: ir.Table | None) -> ir.Table:
     if grouped is None:
         return lvl0
     lvl1 = grouped.mutate(_lvl=ibis.literal(1, "int64"))
-    return lvl0.union(lvl1.select(*lvl0.columns))
+    return union_all([lvl0, lvl1.select(*lvl0.columns)])
 
 
 def _collect(expr: ir.Table) -> list[dict[str, Any]]:

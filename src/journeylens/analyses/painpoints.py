@@ -71,6 +71,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from scipy import stats
 
+from journeylens.analyses._relations import union_all
 from journeylens.analyses._time import parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
@@ -398,9 +399,7 @@ def _items(b: ir.Table, q: PainPointsQuery, n_stages: int, end: Any, mid: Any,
         parts.extend(_survey_items(surveys, q, model))
     if not parts:
         raise InvalidParameterError("no pain point kind to compute", hint=f"choose from {', '.join(KINDS)}")
-    # one nullable schema for all parts (inputs may be materialised tables with NOT NULL columns)
-    common = ibis.schema({name: typ.copy(nullable=True) for name, typ in parts[0].schema().items()})
-    items = reduce(lambda a, c: a.union(c), [x.cast(common) for x in parts])
+    items = union_all(parts)
     return items.mutate(recent=items.t >= ibis.literal(mid))
 
 

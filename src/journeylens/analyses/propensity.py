@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from journeylens.analyses._relations import nullable as _nullable
 from journeylens.analyses._time import parse_duration, parse_instant
 from journeylens.analyses.funnel import Step, check_step_fields, step_predicate
 from journeylens.errors import InvalidParameterError, UnknownNameError
@@ -536,10 +537,6 @@ def _plan(touches: ir.Table, q: PropensityQuery, model: JourneyModel | None) -> 
     vocab, excluded = _vocabulary(base, q, stage_index)
     return _Plan(q, base, as_of, kind != "churn", stage_index, stage_names, vocab, excluded)
 
-
-def _nullable(t: ir.Table) -> ir.Table:
-    """``t`` with every column nullable, so that parts of a union have equal schemas."""
-    return t.select(**{n: t[n].cast(t[n].type().copy(nullable=True)) for n in t.columns})
 
 
 def _union(parts: Sequence[ir.Table]) -> ir.Table:

@@ -46,6 +46,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
+from journeylens.analyses._relations import nullable as _nullable
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
 from journeylens.store.functions import json_get
@@ -194,10 +195,6 @@ def stage_funnel(touches: ir.Table, model: JourneyModel, *, unit: str = "person"
     return StageFunnel(model.key, unit, out.stages, out.unmatched_touches, out.total_units,
                        breakdown_by=breakdown, breakdown_from=breakdown_from, breakdown=parts)
 
-
-def _nullable(t: ir.Table) -> ir.Table:
-    """``t`` with every column typed nullable (a join may mark key columns NOT NULL)."""
-    return t.select(**{c: t[c].cast(t[c].type().copy(nullable=True)) for c in t.columns})
 
 
 def _stage_index(model: JourneyModel, ref: str) -> int:
