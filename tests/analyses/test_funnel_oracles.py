@@ -80,7 +80,7 @@ def _clickhouse_levels(evs: list[oracle.Ev], step_texts: list[str], window: int)
     return {str(p): int(lv) for p, lv in zip(df["p"], df["level"], strict=True) if int(lv) > 0}
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=35, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=people, step_texts=steps, window=st.integers(1, 20))
 def test_ordered_equals_clickhouse_window_funnel(data: dict[str, Any], step_texts: list[str], window: int) -> None:
@@ -122,7 +122,7 @@ def _predicate(text: str) -> oracle.Pred:
     return lambda e: e.event == text
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=35, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=oracle_cases())
 def test_every_order_equals_brute_force_reference(case: dict[str, Any]) -> None:
