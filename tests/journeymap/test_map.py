@@ -36,7 +36,7 @@ def hand_map(make_store: Callable[[], Store]) -> JourneyMap:
     store.append("events", events_table(HAND))
     ws = Workspace(store)
     ws.rebuild_identities()
-    return build_map(ws.touches(), ws.model("five_phase"), catalog=ws.catalog, zoom="awareness")
+    return ws.journey_map("five_phase", zoom="awareness")  # the whole path: KPIs, surveys, pain points
 
 
 @pytest.mark.parametrize("backend", ["duckdb", pytest.param("spark", marks=pytest.mark.spark)], indirect=True)
@@ -55,6 +55,8 @@ def test_cells_of_hand_made_journeys(hand_map: JourneyMap) -> None:
     assert m.cell("behaviour", "retention").content is None
     assert m.cell("behaviour", "retention").missing == "no touches in this stage"
     assert m.cell("emotion", "awareness").missing == "no survey answers imported"
+    kpis = {k["kpi"]: k for k in m.cell("kpis", "awareness").content}
+    assert kpis["reach"]["value"] == 3 and kpis["spend"]["value"] is None and kpis["spend"]["missing"]
     assert m.zoom is not None
     assert {e["from"]: e["persons"] for e in m.zoom.entries_from} == {"start": 3}
     assert {t["touchpoint"]: t["touches"] for t in m.zoom.touchpoints} == {"search_ad": 2, "flyer_qr": 2}
