@@ -73,7 +73,7 @@ def clv_command(
         from journeylens.cli.app import _open  # the app imports this module to register the command
 
         with _open() as ws:
-            result = clv(ws.touches(model), query)
+            result = clv(ws.touches(model), query, segments=ws.segments(breakdown, unit=unit, model=model))
     if fmt is Format.table:
         for table in clv_tables(result):
             out.print(table)

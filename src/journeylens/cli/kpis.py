@@ -47,7 +47,7 @@ def kpis_command(
     model: ModelOpt = None,
     by: Annotated[str | None, typer.Option(
         "--by", "-b", help="Breakdown: channel, campaign, touchpoint, utm_source ..., properties.KEY, or "
-                           "cohort:NAME (a saved cohort). Cost KPIs split by channel and campaign only.")] = None,
+                           "persona / cohort (saved personas or cohorts) or cohort:NAME. Cost KPIs split by channel and campaign only.")] = None,
     period: Annotated[str | None, typer.Option("--period", "-p", help="Also per day, week (Monday–Sunday) or "
                                                "month, UTC.")] = None,
     unit: Annotated[str, typer.Option("--unit", help="person or account (B2B).")] = "person",
@@ -87,6 +87,8 @@ def run(ws: Workspace, model: str | None, query: KpiQuery) -> KpiResult:
             raise InvalidParameterError("cohorts hold persons; use --unit person with a cohort breakdown")
         members = ws.cohort(name)
         segments[query.by] = ibis.memtable(pd.DataFrame({"person_id": members, "value": name}, dtype="string"))
+    if query.by in ("persona", "cohort"):  # saved personas (journeylens personas --save) or cohorts
+        segments.update(ws.segments(query.by, unit=query.unit, model=m))
     costs = ws.costs()
     surveys = ws.surveys()
     return kpis(ws.touches(m), model=m, costs=costs, surveys=surveys, query=query, segments=segments)

@@ -53,7 +53,7 @@ def painpoints_command(
     top: Annotated[int, typer.Option("--top", "-n", help="Pain points shown (ranked by severity).")] = 10,
     segment: Annotated[list[str] | None, typer.Option(
         "--segment", help="NAME=FILE: a segment table (CSV/Parquet with person_id or account_id and value), "
-                          "e.g. persona=personas.csv (repeatable).")] = None,
+                          "e.g. persona=personas.csv, or persona / cohort / cohort:NAME for the saved ones (repeatable).")] = None,
     unit: Annotated[str, typer.Option("--unit", help="person or account.")] = "person",
     kind: Annotated[list[str] | None, typer.Option(
         "--kind", help=f"Detectors to run (repeatable): {', '.join(KINDS)} (default: all).")] = None,
@@ -82,9 +82,11 @@ def painpoints_command(
         comparisons=tuple(compare) if compare else ("segment", "period"), goals=tuple(goal or ()),
         session_gap=session_gap, quiet=quiet, traits=not no_traits, alpha=alpha,
     )
-    segments = dict(_read_segment(s) for s in segment or [])
     ws = _open()
     m = ws.model(model)
+    # NAME=FILE reads a segment file; a bare persona / cohort / cohort:NAME uses the saved ones
+    segments = dict(_read_segment(s) for s in segment or [] if "=" in s)
+    segments.update(ws.segments(*[s for s in segment or [] if "=" not in s], unit=unit, model=m))
     result = pain_points(ws.touches(m), m, query, surveys=ws.surveys(), people=ws.people(),
                          accounts=ws.accounts(), segments=segments)
     mot = moments_of_truth(ws.touches(m), by=by, goals=query.goals, unit=unit) if moments else None

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 def surveys_command(
     by: Annotated[list[str] | None, typer.Option(
         "--by", help="Breakdown of the score table (repeatable, crossed): stage, touchpoint, kind, "
-                     "day, week or month.")] = None,
+                     "day, week, month, persona (saved personas) or cohort / cohort:NAME.")] = None,
     view: Annotated[View, typer.Option("--view", help="What to show: scores, emotion (per stage), themes, or all "
                                        "(csv: all = scores).", case_sensitive=False)] = View.all,
     confidence: Annotated[float, typer.Option("--confidence", help="Level of every interval.")] = 0.95,
@@ -46,7 +46,7 @@ def surveys_command(
 
     query = SurveyQuery(by=tuple(by) if by else ("stage",), confidence=confidence, examples=examples)
     with _open() as ws:
-        result = surveys(ws.surveys(), query, model=ws.model(model))
+        result = surveys(ws.surveys(), query, model=ws.model(model), segments=ws.segments(*query.by, model=model))
     if fmt is Format.json:
         emit(result, fmt)
         return
