@@ -49,6 +49,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("collector_commit_ms", 10.0, "Collector: how long the writer gathers requests into one "
                 "transaction (group commit), in milliseconds."),
         Setting("collector_commit_events", 5000, "Collector: a group commit closes early at this many messages."),
+        Setting("collector_validate_workers", 2, "Collector: processes that map and validate messages beside the "
+                "server (0 = validate in the server's threads)."),
         Setting("collector_queue_events", 100_000, "Collector: messages waiting for the writer before requests "
                 "get 503 with Retry-After."),
         Setting("collector_ip_prefix_v4", 24, "Collector: leading bits of IPv4 addresses kept (0-32); "

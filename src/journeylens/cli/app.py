@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.panel import Panel
@@ -21,8 +21,6 @@ from rich.text import Text
 
 import journeylens
 from journeylens import config, schema
-from journeylens.analyses._time import format_duration
-from journeylens.analyses.stages import StageFunnel
 from journeylens.cli.render import (
     Format,
     FormatOpt,
@@ -40,7 +38,10 @@ from journeylens.errors import (
     NothingAcceptedError,
     RejectedRowsError,
 )
-from journeylens.workspace import ImportReport, Workspace
+
+if TYPE_CHECKING:  # imported where used: the analyses (scipy, sklearn, pandas) load per command
+    from journeylens.analyses.stages import StageFunnel
+    from journeylens.workspace import ImportReport, Workspace
 
 app = typer.Typer(
     name="journeylens",
@@ -54,6 +55,10 @@ import_app = typer.Typer(help="Import a CSV, JSONL, Parquet or Segment JSON-line
 app.add_typer(import_app, name="import")
 
 _state: dict[str, Any] = {}
+_PROGRAM = os.path.basename(sys.argv[0]) == "journeylens" or (
+    os.path.basename(sys.argv[0]) == "__main__.py"
+    and getattr(sys.modules.get("__main__"), "__package__", None) == "journeylens")
+"""True when this process is the ``journeylens`` program (console script or ``python -m journeylens``)."""
 
 
 
@@ -170,6 +175,8 @@ def _stage_table(result: StageFunnel, title: str) -> Table:
     """The stage funnel as a table (one block of rows per breakdown value when broken down);
     on terminals narrower than 110 columns the non-linearity columns (moved back, repeated)
     are left to --format json/csv."""
+    from journeylens.analyses._time import format_duration
+
     wide = out.width >= 110
     t = Table(title=title, title_justify="left", header_style="bold")
     groups = [(b.value, b.stages) for b in result.breakdown] if result.breakdown_by else [(None, result.stages)]
@@ -316,15 +323,51 @@ def demo(
 
 
 # ------------------------------------------------------------------------ analysis commands
-def _register_commands() -> None:
+COMMAND_MODULES: dict[str, str] = {
+    "funnel": "funnel", "paths": "paths", "transitions": "paths", "lifecycle": "retention", "churn": "retention",
+    "repurchase": "retention", "kpis": "kpis", "attribution": "attribution", "clv": "clv", "surveys": "surveys",
+    "personas": "personas", "painpoints": "painpoints", "experiment": "experiment", "propensity": "propensity",
+    "map": "map", "serve": "serve", "keys": "serve", "links": "serve", "forget": "serve",
+    "export-person": "serve", "purge": "serve", "quarantine": "quarantine", "retention": "retention",
+}
+"""Command name -> the ``journeylens.cli`` module that registers it (a name missing here loads
+every module)."""
+_MODULE_ORDER = ("funnel", "paths", "retention", "kpis", "attribution", "clv", "surveys", "personas",
+                 "painpoints", "experiment", "propensity", "map", "serve", "quarantine")
+_VALUE_OPTIONS = ("--db", "--workspace", "-w")
+
+
+def _invoked_command(argv: list[str]) -> str | None:
+    """The sub-command named on a ``journeylens`` command line (after the global options), or None."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg
+    return None
+
+
+def _register_commands(argv: list[str] | None = None) -> None:
+    """Register the commands of the ``journeylens.cli`` modules on :data:`app`.
+
+    Run as the ``journeylens`` program (``argv`` = ``sys.argv[1:]``), only the module of the named
+    command is imported, so a command loads only the analyses it uses; ``--help``, an unknown or
+    ambiguous name, and every other use (tests, ``import journeylens.cli.app``) register all.
+    """
     import importlib
 
-    for name in ("funnel", "paths", "retention", "kpis", "attribution", "clv", "surveys", "personas",
-                 "painpoints", "experiment", "propensity", "map", "serve", "quarantine"):
+    command = _invoked_command(argv) if argv is not None else None
+    module = COMMAND_MODULES.get(command) if command else None
+    for name in (module,) if module else _MODULE_ORDER:
         importlib.import_module(f"journeylens.cli.{name}").register(app)
 
 
-_register_commands()
+_register_commands(sys.argv[1:] if _PROGRAM else None)
 
 
 # ------------------------------------------------------------------------ entry point

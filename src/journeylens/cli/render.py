@@ -12,12 +12,14 @@ import math
 import sys
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # pandas loads when a table is rendered, not at start-up
+    import pandas as pd
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -81,9 +83,11 @@ def fmt_cell(value: Any) -> str:
 
 
 def frame_table(df: pd.DataFrame, title: str | None = None) -> Table:
+    from pandas.api.types import is_numeric_dtype
+
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in df.columns:
-        numeric = pd.api.types.is_numeric_dtype(df[col])
+        numeric = is_numeric_dtype(df[col])
         table.add_column(str(col), justify="right" if numeric else "left")
     for row in df.itertuples(index=False):
         table.add_row(*[fmt_cell(v.item() if hasattr(v, "item") else v) for v in row])

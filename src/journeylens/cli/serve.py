@@ -1,7 +1,7 @@
-"""Collector commands: ``serve``, ``keys``, ``links``, ``forget``, ``export-person``, ``retention``.
+"""Collector commands: ``serve``, ``keys``, ``links``, ``forget``, ``export-person``, ``purge``.
 
 The collector process owns the DuckDB file while it runs (DuckDB allows one
-writing process), so ``keys``, ``links``, ``forget`` and ``retention`` work on a
+writing process), so ``keys``, ``links``, ``forget`` and ``purge`` work on a
 stopped server; with a running server use its admin API (docs/collector.md).
 """
 
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 
 from journeylens.cli.render import Format, FormatOpt, emit, out, to_json
 from journeylens.errors import ConfigError, InvalidParameterError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 keys_app = typer.Typer(help="API keys of the collector (write, read, admin).", no_args_is_help=True)
 links_app = typer.Typer(help="Redirect / QR links for offline touchpoints.", no_args_is_help=True)
@@ -31,6 +33,8 @@ class _Rows:
         return self.rows
 
     def to_pandas(self) -> pd.DataFrame:
+        import pandas as pd
+
         rows = self.rows if isinstance(self.rows, list) else [self.rows]
         return pd.DataFrame(rows)
 
@@ -70,7 +74,7 @@ def serve(
     from journeylens.server.site import create_server
 
     db = str(config.setting("db", _state.get("db")))
-    overrides: dict[str, Any] = {"public_url": public_url or f"http://{host}:{port}"}
+    overrides: dict[str, Any] = {"public_url": public_url or f"http://{host}:{port}", "tune_gc": True}
     if keep_ip:
         overrides["ip_mask"] = None
     app = create_server(db, CollectorSettings.from_config(**overrides))
@@ -212,9 +216,9 @@ def export_person(person: Annotated[str, typer.Argument(help="A user id, anonymo
         out_file.write_text(text, encoding="utf-8")
 
 
-def retention(days: Annotated[int, typer.Option("--days", help="Delete data older than this many days.")],
-              fmt: FormatOpt = Format.table) -> None:
-    """Apply a retention policy: delete events, survey answers and quarantine rows older than N days."""
+def purge(days: Annotated[int, typer.Option("--days", help="Delete data older than this many days.")],
+          fmt: FormatOpt = Format.table) -> None:
+    """Data retention policy (GDPR): delete events, survey answers and quarantine rows older than N days."""
     from journeylens.server import privacy
 
     if days < 1:
@@ -233,4 +237,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(links_app, name="links")
     app.command("forget")(forget)
     app.command("export-person")(export_person)
-    app.command("retention")(retention)
+    app.command("purge")(purge)

@@ -62,17 +62,24 @@ class IdentityGraph:
         return node
 
     def add(self, link: Link) -> None:
-        if link.child == link.parent:
-            return
-        current = self.parent.get(link.child)
+        reason = self.link(link.child, link.parent)
+        if reason is not None:
+            self.conflicts.append(Conflict(link, reason))
+
+    def link(self, child: str, parent: str) -> str | None:
+        """Apply the link ``child -> parent`` (rules 1-2); the conflict reason when it is refused
+        (not recorded: :meth:`add` records it), else None."""
+        if child == parent:
+            return None
+        current = self.parent.get(child)
         if current is not None:
-            if self.root(current) != self.root(link.parent):
-                self.conflicts.append(Conflict(link, f"already linked to {self.root(current)}"))
-            return
-        if self.root(link.parent) == link.child:  # child is a root here, so this closes a cycle
-            self.conflicts.append(Conflict(link, "would form a cycle"))
-            return
-        self.parent[link.child] = link.parent
+            if self.root(current) != self.root(parent):
+                return f"already linked to {self.root(current)}"
+            return None
+        if self.root(parent) == child:  # child is a root here, so this closes a cycle
+            return "would form a cycle"
+        self.parent[child] = parent
+        return None
 
     def mapping(self) -> dict[str, str]:
         """Every id that is part of a link (children and roots) -> its person id."""

@@ -23,15 +23,25 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import ipaddress
 import json
+import marshal
+import os
+import pickle
 import re
+import select
+import struct
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from journeylens import schema
@@ -39,6 +49,11 @@ from journeylens.ingest import segment
 from journeylens.ingest.convert import Duck
 from journeylens.ingest.readers import ParsedLines, build_segment, cap, row_json
 from journeylens.ingest.validate import Validator
+
+try:  # optional speed-up (pip install orjson); every result is the stdlib's or checked against it
+    _orjson: Any = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,7 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def corrected_timestamp(msg: dict[str, Any], received: datetime) -> Any:
+def corrected_timestamp(msg: dict[str, Any], received: datetime, received_iso: str | None = None) -> Any:
     """``receivedAt - (sentAt - originalTimestamp)`` (Segment's clock-skew rule).
 
     Returns the message's own time value unchanged when it cannot be parsed
@@ -188,7 +203,7 @@ def corrected_timestamp(msg: dict[str, Any], received: datetime) -> Any:
     if original is None or original == "":
         original = msg.get("timestamp")
     if original is None or original == "":
-        return iso(received)
+        return received_iso or iso(received)
     t = parse_time(original)
     sent = parse_time(msg.get("sentAt"))
     if t is None or sent is None:
@@ -219,24 +234,41 @@ def _check(msg: dict[str, Any], kind: str) -> tuple[str | None, str] | None:
 
 
 def depth_exceeds(value: Any, limit: int) -> bool:
-    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            children: Iterable[Any] = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        if d >= limit:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (the root container is at
+    depth 0; a container at depth ``limit`` exceeds). Recursion stops at ``limit``, so any input
+    is safe."""
+    if isinstance(value, dict):
+        children: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    if limit <= 0:
+        return True
+    for c in children:  # noqa: SIM110 - a loop is faster than any() over a generator
+        if isinstance(c, dict | list) and depth_exceeds(c, limit - 1):
             return True
-        stack.extend((c, d + 1) for c in children)
     return False
 
 
-def _size(msg: Any) -> tuple[int, bool]:
-    """(UTF-8 size of the compact JSON, has lone surrogates)."""
+def _size(msg: Any, limit: int) -> tuple[int, bool]:
+    """(UTF-8 size of the compact JSON as ``json.dumps(ensure_ascii=False)`` writes it, has lone
+    surrogates).
+
+    With orjson the size is measured from its output when that is at most ``0.4 x limit``: orjson
+    writes strings exactly like the stdlib and differs only in floats (``1e-7`` for ``1e-07``,
+    ``null`` for ``Infinity``/``NaN``), at most 2.25 times longer per value, so such a message
+    is under ``limit`` either way. Larger messages, lone surrogates and integers beyond 64 bits
+    are measured by the stdlib.
+    """
+    if _orjson is not None:
+        try:
+            n = len(_orjson.dumps(msg))
+        except TypeError:  # lone surrogates, huge integers: the stdlib decides
+            pass
+        else:
+            if n * 5 <= limit * 2:
+                return n, False
     text = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
     try:
         return len(text.encode("utf-8")), False
@@ -284,7 +316,7 @@ def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
     top_key = payload.get("writeKey")
     if isinstance(top_key, str) and top_key:
         keys.add(top_key)
-    if depth_exceeds(payload, MAX_DEPTH + 2) and kind != "batch":
+    if kind != "batch" and depth_exceeds(payload, MAX_DEPTH + 2):
         raise BadRequest("too_deep", f"the body is nested deeper than {MAX_DEPTH} levels")
     if kind == "batch":
         batch = payload.get("batch")
@@ -293,6 +325,7 @@ def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
         items: Iterable[Any] = segment.expand(payload)
     else:
         items = [payload]
+    received_iso = iso(received)
     for index, msg in enumerate(items):
         if depth_exceeds(msg, MAX_DEPTH):
             out.quarantined.append((index, None, TOO_DEEP, f"<message nested deeper than {MAX_DEPTH} levels>"))
@@ -309,7 +342,7 @@ def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
         mtype = mtype_raw.strip().lower() if isinstance(mtype_raw, str) else ("track" if mtype_raw is None else "")
         if ip_mask is not None:
             anonymize_message(msg, ip_mask)
-        size, surrogate = _size(msg)
+        size, surrogate = _size(msg, limits.max_event_bytes)
         if surrogate:
             out.quarantined.append((index, None, LONE_SURROGATE, _raw(msg)))
             continue
@@ -327,9 +360,9 @@ def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
         mid = msg.get("messageId")
         mid_text = (segment.text(mid) or "").strip() if not isinstance(mid, dict | list) else ""
         msg["messageId"] = mid_text or (new_id(index) if new_id is not None else str(uuid.uuid4()))
-        msg["timestamp"] = corrected_timestamp(msg, received)
+        msg["timestamp"] = corrected_timestamp(msg, received, received_iso)
         msg.pop("originalTimestamp", None)
-        msg["receivedAt"] = iso(received)
+        msg["receivedAt"] = received_iso
         out.messages.append((index, msg))
     if len(keys) > 1:
         out.write_key_conflict = True
@@ -374,3 +407,154 @@ def validate_messages(messages: list[dict[str, Any]], workspace: str, now: datet
                         bad.column("raw").to_pylist(), strict=True))
     bad_set = set(lines)
     return Checked(checked.accepted, [g for g in range(len(messages)) if g not in bad_set], rejected)
+
+
+def key_hashes(accepted: pa.Table, duck: Duck) -> Any:
+    """DuckDB's ``hash(workspace, message_id)`` of each row of ``accepted`` (numpy ``uint64``), equal
+    to :meth:`journeylens.store.duckdb.DuckDBStore.key_hashes` of the same keys (DuckDB's hash is
+    deterministic, the same in every process using the same DuckDB)."""
+    if accepted.num_rows == 0:
+        return np.empty(0, dtype=np.uint64)
+    (h,) = duck.select({"w": accepted.column("workspace"), "m": accepted.column("message_id")}, ["hash(c0, c1)"])
+    return np.asarray(h.to_numpy(zero_copy_only=False), dtype=np.uint64)
+
+
+# ---------------------------------------------------------------- validation in a worker process
+_FRAME = struct.Struct("!I")
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    """``n`` bytes from the pipe ``fd``; EOFError at its end, TimeoutError after ``deadline``."""
+    parts: list[bytes] = []
+    while n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("the validation worker did not answer in time")
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("the pipe was closed")
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _write_frame(fd: int, payload: bytes) -> None:
+    data = memoryview(_FRAME.pack(len(payload)) + payload)
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _read_frame(fd: int, deadline: float | None = None) -> bytes:
+    (n,) = _FRAME.unpack(_read_exact(fd, _FRAME.size, deadline))
+    return _read_exact(fd, n, deadline)
+
+
+def validation_worker_main() -> None:
+    """The loop of a validation worker process (``ValidationWorker``): read
+    ``marshal((workspace, now_us, messages))`` frames from stdin, answer
+    ``pickle(("ok", accepted, accepted_items, rejected, key_hashes))`` or ``pickle(("error", text))`` on
+    stdout; exits when stdin ends (the server stopped or died)."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    sys.stdout = sys.stderr  # nothing else may write to the answer pipe
+    duck = Duck("UTC")
+    duck.con.execute("SET threads = 1")
+    _write_frame(stdout, pickle.dumps(("ready",)))
+    while True:
+        try:
+            frame = _read_frame(stdin)
+        except EOFError:
+            return
+        try:
+            workspace, now_us, messages = marshal.loads(frame)
+            now = datetime.fromtimestamp(now_us / 1e6, UTC)
+            c = validate_messages(messages, workspace, now, duck)
+            answer = pickle.dumps(("ok", c.accepted, c.accepted_items, c.rejected, key_hashes(c.accepted, duck)),
+                                  protocol=5)
+        except Exception as exc:  # reported to the server, which fails the group
+            answer = pickle.dumps(("error", f"{type(exc).__name__}: {str(exc)[:300]}"), protocol=5)
+        _write_frame(stdout, answer)
+
+
+class ValidationWorker:
+    """:func:`validate_messages` in a child process (``python -c ...validation_worker_main()``),
+    so mapping and validation run beside the server's threads instead of sharing its GIL.
+
+    Messages travel as ``marshal`` (every value JSON parsing can give, including lone
+    surrogates, huge integers and non-finite floats, arrives unchanged); results as pickle.
+    The child starts in the background; :attr:`ready` turns true when it has imported
+    everything. One request at a time (the caller serialises). The child exits when the
+    server's end of its stdin closes, so a killed server leaves no worker behind.
+    """
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-c", "from journeylens.ingest.live import validation_worker_main as m; m()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        """True once the child answered its ready frame (checked without blocking)."""
+        if self._ready:
+            return True
+        proc = self.proc
+        if proc is None or proc.poll() is not None or proc.stdout is None:
+            return False
+        if select.select([proc.stdout.fileno()], [], [], 0)[0]:
+            try:
+                self._ready = pickle.loads(_read_frame(proc.stdout.fileno(), time.monotonic() + self.timeout)) == ("ready",)
+            except (EOFError, TimeoutError):
+                self.close()
+        return self._ready
+
+    def validate(self, messages: list[dict[str, Any]], workspace: str, now: datetime) -> tuple[Checked, Any]:
+        """As :func:`validate_messages`, with the :func:`key_hashes` of the accepted rows; raises
+        :class:`WorkerLost` when the child is gone or hangs (it is then stopped),
+        :class:`RuntimeError` for an error inside the validation."""
+        self.send(messages, workspace, now)
+        return self.receive()
+
+    def send(self, messages: list[dict[str, Any]], workspace: str, now: datetime) -> None:
+        """The first half of :meth:`validate`: hand the messages over (answer with :meth:`receive`)."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or not self._ready:
+            raise WorkerLost("the validation worker is not running")
+        now_us = int(now.timestamp() * 1_000_000)
+        try:
+            _write_frame(proc.stdin.fileno(), marshal.dumps((workspace, now_us, messages)))
+        except OSError as exc:
+            self.close()
+            raise WorkerLost(f"the validation worker failed: {exc}") from exc
+
+    def receive(self) -> tuple[Checked, Any]:
+        """The second half of :meth:`validate`: the answer to the last :meth:`send`."""
+        proc = self.proc
+        if proc is None or proc.stdout is None:
+            raise WorkerLost("the validation worker is not running")
+        try:
+            answer = pickle.loads(_read_frame(proc.stdout.fileno(), time.monotonic() + self.timeout))
+        except (OSError, EOFError, TimeoutError, pickle.UnpicklingError) as exc:
+            self.close()
+            raise WorkerLost(f"the validation worker failed: {exc}") from exc
+        if answer[0] != "ok":
+            raise RuntimeError(f"validation failed in the worker: {answer[1]}")
+        return Checked(answer[1], answer[2], answer[3]), answer[4]
+
+    def close(self) -> None:
+        proc, self.proc, self._ready = self.proc, None, False
+        if proc is None:
+            return
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                f.close()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class WorkerLost(Exception):
+    """The validation worker process is gone or did not answer."""

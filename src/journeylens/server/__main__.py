@@ -16,8 +16,9 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     args = p.parse_args()
-    uvicorn.run(create_app(args.db, CollectorSettings.from_config()), host=args.host, port=args.port,
+    uvicorn.run(create_app(args.db, CollectorSettings.from_config(tune_gc=True)), host=args.host, port=args.port,
                 log_level="warning", access_log=False)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -25,9 +25,15 @@ only what is specific to HTTP:
 
 from __future__ import annotations
 
+import importlib
 import json
 import zlib
 from typing import Any
+
+try:  # optional speed-up (pip install orjson); the stdlib parser decides every doubtful body
+    _orjson: Any = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
 
 from journeylens.ingest.live import (
     ENDPOINT_TYPES,
@@ -58,6 +64,10 @@ def _strict_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_strict_constant)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+"""orjson reads integers beyond 64 bits as floats: bodies with a run of 19 digits go to the stdlib
+parser (found by mapping every digit to 0 and searching 19 zeros: ~1 µs per KB)."""
 
 
 def decode_body(body: bytes, content_encoding: str | None, content_type: str | None,
@@ -68,7 +78,9 @@ def decode_body(body: bytes, content_encoding: str | None, content_type: str | N
     is decompressed at most to ``max_request_bytes``; a body that would
     decompress further is rejected (decompression-bomb guard). Accepted
     content types: ``application/json``, ``text/plain`` (analytics.js beacons),
-    any ``+json`` type, or none.
+    any ``+json`` type, or none. The value is what :data:`_DECODER` (the stdlib, strict:
+    no ``NaN``/``Infinity``; the last of duplicate keys wins) gives; orjson is used first when
+    installed, for bodies it accepts and that hold no run of 19 digits (where the two agree).
     """
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype and ctype not in ("application/json", "text/plain") and not ctype.endswith("+json"):
@@ -83,6 +95,11 @@ def decode_body(body: bytes, content_encoding: str | None, content_type: str | N
         body = gunzip(body, limits.max_request_bytes)
     if not body.strip():
         raise BadRequest("empty_body", "the request body is empty")
+    if _orjson is not None and _LONG_DIGITS not in body.translate(_DIGITS_TO_ZERO):
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            pass  # the stdlib parser gives the answer and the message (BOM, lone surrogates, 1e400 ...)
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
