@@ -291,3 +291,14 @@ def test_cache_makes_reload_fast(live: Any) -> None:
     assert second.headers["x-cache"] == "hit" and first.json() == second.json()
     assert float(second.headers["x-compute-seconds"]) == float(first.headers["x-compute-seconds"])
     assert warm < cold
+
+
+def test_nul_characters_are_a_bad_parameter(live: Any) -> None:
+    """Text with NUL cannot become a SQL literal: 400 with {"code", "message"}, not a 500 (found by
+    schemathesis)."""
+    srv, keys, _ = live
+    r = _get(srv, keys["read"], "/api/moments", goals="purchase\x00x")
+    assert r.status_code == 400 and "NUL" in r.json()["message"], r.text
+    r = httpx.post(srv.url + "/api/funnel", json={"steps": ["visit", "pur\x00chase"]},
+                   headers={"Authorization": f"Bearer {keys['read']}"}, timeout=60)
+    assert r.status_code == 400, r.text

@@ -31,7 +31,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Any, Literal, TypeAlias
 
 import ibis
@@ -39,6 +38,7 @@ import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from journeylens.analyses._relations import union_all
 from journeylens.analyses._time import format_duration
 from journeylens.analyses.funnel import (
     FunnelResult,
@@ -603,8 +603,7 @@ def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,
     ends = last.filter(~last._tail_cut).select(
         _U, pos=(last.pos + 1).cast("int64"), step=(last.step + 1).cast("int64"), node=ibis.literal(PATH_END),
         source=last[_NODE], ts=null_ts, end_ts=null_ts, seconds=null_f, **{f: last[f] for f in flags})
-    return reduce(lambda a, b: a.union(b), [starts.select(*out_cols), real.select(*out_cols),
-                                            ends.select(*out_cols)])
+    return union_all([starts.select(*out_cols), real.select(*out_cols), ends.select(*out_cols)])
 
 
 def _collect(expr: ir.Table) -> list[dict[str, Any]]:
@@ -682,10 +681,10 @@ def _paths_of(touches: ir.Table, q: PathsQuery, *, persons: Persons,
     triples = _triples(nodes)
     both = top.select(kind=ibis.literal(0, "int64"), path=top.path, persons=top.persons.cast("int64"),
                       median=top.median.cast("float64"), n_total=top.n_total.cast("int64"),
-                      n_distinct=top.n_distinct.cast("int64"), step=null_i, node=null_s, source=null_s).union(
-        triples.select(kind=ibis.literal(1, "int64"), path=null_s, persons=triples.persons.cast("int64"),
-                       median=ibis.null("float64"), n_total=null_i, n_distinct=null_i, step=triples.step,
-                       node=triples[_NODE], source=triples.source))
+                      n_distinct=top.n_distinct.cast("int64"), step=null_i, node=null_s, source=null_s)
+    both = union_all([both, triples.select(
+        kind=ibis.literal(1, "int64"), path=null_s, persons=triples.persons.cast("int64"), median=ibis.null("float64"),
+        n_total=null_i, n_distinct=null_i, step=triples.step, node=triples[_NODE], source=triples.source)])
     rows = _collect(both)
     found = sorted((r for r in rows if r["kind"] == 0), key=lambda r: (-int(r["persons"]), str(r["path"])))
     total = int(found[0]["n_total"]) if found else 0

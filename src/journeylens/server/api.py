@@ -787,7 +787,21 @@ async def _params(request: Request, analysis: Analysis) -> dict[str, Any]:
                 raise InvalidParameterError(f"'{name}' must be an integer") from exc
     if analysis.path_param:
         params[analysis.path_param] = request.path_params[analysis.path_param]
+    _refuse_nul(params)
     return params
+
+
+def _refuse_nul(value: Any, name: str = "") -> None:
+    """Text with NUL characters cannot become a SQL literal (DuckDB's parser stops at it): 400."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidParameterError(f"parameter '{name}' contains a NUL character")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_nul(v, str(k) if not name else f"{name}.{k}")
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _refuse_nul(v, name)
 
 
 def _openapi(analysis: Analysis, method: str) -> dict[str, Any]:
