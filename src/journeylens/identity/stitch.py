@@ -66,6 +66,13 @@ def _graph(store: Store, workspace: str) -> IdentityGraph:
     return graph
 
 
+def identity_graph(store: Store, workspace: str) -> IdentityGraph:
+    """The identity graph of ``workspace`` computed from its committed events and people, without
+    writing anything (e.g. to find every id of a person before the ``identities`` table has been
+    rebuilt for the newest links)."""
+    return _graph(store, workspace)
+
+
 def rebuild_identities(store: Store, workspace: str) -> IdentityGraph:
     """Recompute the identity graph of ``workspace`` from its events and people.
 

@@ -43,12 +43,19 @@ def load_suppressions(store: DuckDBStore) -> set[str]:
 
 # ---------------------------------------------------------------------------- forget / export
 def person_ids(store: DuckDBStore, workspace: str, who: str) -> list[str]:
-    """Every id of the person ``who`` belongs to: ``who``, its person id and all linked ids."""
+    """Every id of the person ``who`` belongs to: ``who``, its person id and all linked ids —
+    from the identity graph of the committed events (the ``identities`` table may lag behind the
+    newest identify/alias messages of the collector) and from the ``identities`` table."""
+    from journeylens.identity.stitch import identity_graph
+
+    mapping = identity_graph(store, workspace).mapping()
+    root = mapping.get(who, who)
+    linked = {root} | {i for i, person in mapping.items() if person == root}
     rows = store.query(
         "SELECT id, person_id FROM identities WHERE workspace = ? AND person_id IN "
         "(SELECT person_id FROM identities WHERE workspace = ? AND (id = ? OR person_id = ?))",
         [workspace, workspace, who, who])
-    ids = {who}
+    ids = {who} | linked
     for ident, person in rows:
         ids.add(ident)
         ids.add(person)
