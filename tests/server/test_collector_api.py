@@ -333,7 +333,11 @@ def test_isolation_random_requests_never_cross_workspaces(live: Live) -> None:
 
 
 def test_metrics_and_healthz(live: Live) -> None:
-    srv, _ = live
+    srv, keys = live
+    # its own events: under pytest-xdist the module's tests (and servers) are split across workers
+    sent = _post(srv, "/v1/batch", {"batch": [{"type": "track", "event": "m", "userId": "metrics", "messageId": _mid()}
+                                              for _ in range(10)]}, keys["wa"]).json()
+    assert sent["accepted"] == 10
     assert httpx.get(srv.url + "/healthz").json()["status"] == "ok"
     text = httpx.get(srv.url + "/metrics").text
     for name in ("journeylens_events_accepted_total", "journeylens_events_duplicates_total",
