@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from journeylens.errors import InvalidParameterError
@@ -135,3 +135,13 @@ def parse_instant(value: Any, *, name: str = "as_of") -> Any:
             raise InvalidParameterError(f"{name} '{value}' is not a date or time",
                                         hint="write e.g. 2026-06-30 or 2026-06-30T12:00:00Z") from None
     return value
+
+
+def utc_instant(value: date | datetime | None) -> datetime | None:
+    """An ``as_of`` value as an aware UTC datetime: a date means the end of that UTC day, a naive
+    datetime is UTC; None stays None."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        return datetime.combine(value, time.max, tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -49,7 +49,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +61,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from journeylens.analyses._relations import nullable as _nullable
-from journeylens.analyses._time import parse_duration, parse_instant
+from journeylens.analyses._time import parse_duration, parse_instant, utc_instant
 from journeylens.analyses.funnel import Step, check_step_fields, step_predicate
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
@@ -182,12 +182,7 @@ class PropensityQuery(BaseModel):
 
     @property
     def as_of_time(self) -> datetime | None:
-        v = self.as_of
-        if v is None:
-            return None
-        if not isinstance(v, datetime):
-            return datetime.combine(v, time.max, tzinfo=UTC)
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        return utc_instant(self.as_of)
 
     @property
     def probability_column(self) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 import ibis
@@ -38,7 +38,7 @@ import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from journeylens.analyses._time import format_duration, parse_duration
+from journeylens.analyses._time import format_duration, parse_duration, parse_instant, utc_instant
 from journeylens.analyses.funnel import (
     NONE_LABEL,
     OTHER_LABEL,
@@ -109,18 +109,6 @@ def _as_step(value: Any) -> Any:
     return value
 
 
-def _as_instant(value: Any) -> Any:
-    """``as_of`` input: a date (= through the end of that UTC day), a datetime (naive = UTC), ISO text."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidParameterError(f"as_of '{value}' is not a date or time",
-                                        hint="write e.g. 2026-03-31 or 2026-03-31T12:00:00Z") from None
-    return value
-
-
 def _pydantic_message(kind: str, exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
@@ -159,7 +147,7 @@ class _Query(BaseModel):
     @field_validator("as_of", mode="before")
     @classmethod
     def _as_of(cls, v: Any) -> Any:
-        return _as_instant(v)
+        return parse_instant(v)
 
     @model_validator(mode="after")
     def _validate(self) -> _Query:
@@ -178,12 +166,7 @@ class _Query(BaseModel):
     @property
     def as_of_time(self) -> datetime | None:
         """``as_of`` as an aware UTC datetime (a date means the end of that day)."""
-        v = self.as_of
-        if v is None:
-            return None
-        if not isinstance(v, datetime):
-            return datetime.combine(v, time.max, tzinfo=UTC)
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        return utc_instant(self.as_of)
 
     def steps(self) -> tuple[Step, ...]:
         """The step filters the query reads (for column checks)."""
