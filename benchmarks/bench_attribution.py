@@ -2,8 +2,8 @@
 
 Journeys are synthetic (numpy, seeded): 12 channels with skewed popularity, 1-12 touches
 (mean about 3), conversion drawn from a logistic model of the distinct channels touched.
-journeylens starts from the flat touch arrays (journey id, channel per touch) — what the
-extraction returns — timed once from the aggregated path table (the reference's input) and once including the
+journeylens starts from the flat touch arrays (journey id, channel per touch as a dictionary-
+encoded Categorical) — what the extraction returns — timed once from the aggregated path table (the reference's input) and once including the
 aggregation of identical paths; the reference,
 ``ChannelAttribution.markov_model`` (simulation), gets the already aggregated path table, its
 native input (aggregation not timed). Reference runs: its defaults (1e5 simulations, 10 folds),
@@ -74,7 +74,8 @@ def main() -> None:
     notes: list[str] = []
     for n in args.sizes:
         journey, code, converted = synthetic_journeys(n)
-        names = np.asarray(CHANNELS, dtype=object)[code]
+        # the extraction hands the level values over dictionary-encoded (journey_arrays): a Categorical
+        names = pd.Categorical.from_codes(code, categories=list(CHANNELS))
         with measure(f"journeylens aggregate paths ({n:,})", n) as m:
             j = Journeys.from_arrays(journey, names, converted, collapse_repeats=True)
             pc = j.paths()

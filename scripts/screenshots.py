@@ -30,6 +30,7 @@ PAGES = {
     "clv": "/clv",
     "surveys": "/surveys",
     "personas": "/personas",
+    "experiment": "/experiment?variant=trait:device&goal=purchase",
     "map": "/map",
 }
 

@@ -33,6 +33,7 @@ from journeylens.analyses.paths import (
     Sankey,
     funnel_paths,
     paths,
+    restrict_persons,
     sankey,
 )
 from journeylens.analyses.quarantine import QuarantineReport, quarantine_report
@@ -283,6 +284,15 @@ class Workspace:
         m = self.model(model)
         return overview(self.touches(m), self.events(), top=top)
 
+    def _cohort_segments(self, touches: ir.Table, unit: str, segments: Mapping[str, ir.Table] | None,
+                         *names: str | None) -> dict[str, ir.Table]:
+        """Segment tables for the breakdown/adjustment ``names`` that read saved cohorts
+        (``persona``, ``cohort``, ``cohort:NAME``), overridden by explicit ``segments``."""
+        out: dict[str, ir.Table] = {}
+        for name in names:
+            out |= cohort_segments(self.table("cohorts"), touches, name, unit)
+        return {**out, **(segments or {})}
+
     def funnel(self, steps: list[Any] | None = None, query: FunnelQuery | None = None, *,
                model: ModelRef = None, segments: Mapping[str, ir.Table] | None = None,
                **params: Any) -> FunnelResult:
@@ -291,7 +301,7 @@ class Workspace:
         ``persona``, ``cohort`` or ``cohort:NAME`` reads the saved cohorts."""
         q = query if query is not None else FunnelQuery(steps=steps, **params)
         t = self.touches(model)
-        segs = {**cohort_segments(self.table("cohorts"), t, q.breakdown, q.unit), **(segments or {})}
+        segs = self._cohort_segments(t, q.unit, segments, q.breakdown)
         return funnel(t, q, segments=segs)
 
     def paths(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons | str = None,
@@ -334,17 +344,31 @@ class Workspace:
         ``breakdown`` of ``persona``, ``cohort`` or ``cohort:NAME`` reads the saved cohorts."""
         q = query if query is not None else RetentionQuery(**params)
         t = self.touches(model)
-        segs = {**cohort_segments(self.table("cohorts"), t, q.breakdown, q.unit), **(segments or {})}
+        segs = self._cohort_segments(t, q.unit, segments, q.breakdown)
         return retention(t, q, segments=segs)
 
     def lifecycle(self, query: LifecycleQuery | None = None, *, model: ModelRef = None,
+                  segments: Mapping[str, ir.Table] | None = None, persons: Persons | str = None,
                   **params: Any) -> LifecycleResult:
-        """New / returning / resurrecting / dormant units per period (docs/retention.md)."""
-        return lifecycle(self.touches(model), query if query is not None else LifecycleQuery(**params))
+        """New / returning / resurrecting / dormant units per period (docs/retention.md). A
+        ``breakdown`` of ``persona``, ``cohort`` or ``cohort:NAME`` reads the saved cohorts;
+        ``persons`` (ids, a table, ``persona:KEY`` or ``cohort:NAME``) keeps only their touches."""
 
-    def churn(self, query: ChurnQuery | None = None, *, model: ModelRef = None, **params: Any) -> ChurnResult:
-        """Churn per period: units inactive for ``inactive_for`` (docs/retention.md)."""
-        return churn(self.touches(model), query if query is not None else ChurnQuery(**params))
+        q = query if query is not None else LifecycleQuery(**params)
+        t = restrict_persons(self.touches(model), "person_id", self._persons(persons))
+        segs = self._cohort_segments(t, q.unit, segments, q.breakdown)
+        return lifecycle(t, q, segments=segs)
+
+    def churn(self, query: ChurnQuery | None = None, *, model: ModelRef = None,
+              segments: Mapping[str, ir.Table] | None = None, persons: Persons | str = None,
+              **params: Any) -> ChurnResult:
+        """Churn per period: units inactive for ``inactive_for`` (docs/retention.md); breakdowns
+        over saved cohorts and ``persons`` as for :meth:`lifecycle`."""
+
+        q = query if query is not None else ChurnQuery(**params)
+        t = restrict_persons(self.touches(model), "person_id", self._persons(persons))
+        segs = self._cohort_segments(t, q.unit, segments, q.breakdown)
+        return churn(t, q, segments=segs)
 
     def repurchase(self, query: RepurchaseQuery | None = None, *, model: ModelRef = None,
                    **params: Any) -> RepurchaseResult:
@@ -369,31 +393,46 @@ class Workspace:
                     **params)
 
     def attribution(self, method: str = "markov", query: AttributionQuery | None = None, *,
-                    model: ModelRef = None, **params: Any) -> AttributionResult:
+                    model: ModelRef = None, segments: Mapping[str, ir.Table] | None = None,
+                    persons: Persons | str = None, **params: Any) -> AttributionResult:
         """Credit for conversions per channel (or touchpoint, campaign) by one method, with costs
-        joined to CPA and ROAS; ``params`` are :class:`AttributionQuery` fields (docs/attribution.md)."""
+        joined to CPA and ROAS; ``params`` are :class:`AttributionQuery` fields (docs/attribution.md).
+        A ``breakdown`` of ``persona``, ``cohort`` or ``cohort:NAME`` reads the saved cohorts;
+        ``persons`` (ids, a table, ``persona:KEY`` or ``cohort:NAME``) keeps only their journeys."""
         from journeylens.analyses.attribution import AttributionQuery, attribution
 
         q = query if query is not None else AttributionQuery(method=method, **params)
-        return attribution(self.touches(model), q, costs=self.costs())
+        t = restrict_persons(self.touches(model), "person_id", self._persons(persons))
+        segs = self._cohort_segments(t, q.unit, segments, q.breakdown, q.adjust)
+        return attribution(t, q, costs=self.costs(), segments=segs)
 
     def compare_attribution(self, query: AttributionQuery | None = None, *, model: ModelRef = None,
-                            methods: Sequence[str] | None = None, **params: Any) -> AttributionComparison:
-        """All attribution methods (default: every one) side by side on the same journeys (docs/attribution.md)."""
+                            methods: Sequence[str] | None = None, segments: Mapping[str, ir.Table] | None = None,
+                            persons: Persons | str = None, **params: Any) -> AttributionComparison:
+        """All attribution methods (default: every one) side by side on the same journeys
+        (docs/attribution.md); breakdowns and ``persons`` as for :meth:`attribution`."""
         from journeylens.analyses.attribution import METHODS, AttributionQuery, compare_attribution
 
         q = query if query is not None else AttributionQuery(**params)
-        return compare_attribution(self.touches(model), q, methods=methods or METHODS, costs=self.costs())
+        t = restrict_persons(self.touches(model), "person_id", self._persons(persons))
+        segs = self._cohort_segments(t, q.unit, segments, q.breakdown, q.adjust)
+        return compare_attribution(t, q, methods=methods or METHODS, costs=self.costs(), segments=segs)
 
     def propensity(self, query: PropensityQuery | None = None, *, model: ModelRef = None,
-                   segments: Mapping[str, ir.Table] | None = None, **params: Any) -> PropensityResult:
+                   segments: Mapping[str, ir.Table] | None = None, persons: Persons | str = None,
+                   **params: Any) -> PropensityResult:
         """Per person: probability to reach a stage (or churn), drivers and the next best action,
-        trained on a time split (docs/propensity.md)."""
+        trained on a time split (docs/propensity.md). ``persona="persona"`` (or ``cohort``,
+        ``cohort:NAME``) reads the saved cohorts for the per-persona cells and summary; ``persons``
+        (ids, a table, ``persona:KEY`` or ``cohort:NAME``) keeps only those persons in the scored
+        list (the model is still trained on everyone)."""
         from journeylens.analyses.propensity import PropensityQuery, propensity
 
         m = self.model(model)
         q = query if query is not None else PropensityQuery(**params)
-        return propensity(self.touches(m), q, model=m, segments=segments)
+        t = self.touches(m)
+        segs = {**cohort_segments(self.table("cohorts"), t, q.persona, "person"), **(segments or {})}
+        return propensity(t, q, model=m, segments=segs, persons=self._persons(persons))
 
     def survey_report(self, query: SurveyQuery | None = None, *, model: ModelRef = None,
                       segments: Mapping[str, ir.Table] | None = None, **params: Any) -> SurveyResult:
@@ -404,12 +443,18 @@ class Workspace:
         return surveys(self.surveys(), q, model=self.model(model), segments=segments)
 
     def experiment(self, query: ExperimentQuery | None = None, *, model: ModelRef = None,
+                   segments: Mapping[str, ir.Table] | None = None, persons: Persons | str = None,
                    **params: Any) -> ExperimentResult:
-        """A/B readout per variant with tests, intervals and the sample-ratio check (docs/experiments.md)."""
+        """A/B readout per variant with tests, intervals and the sample-ratio check (docs/experiments.md).
+        A ``breakdown`` of ``persona``, ``cohort`` or ``cohort:NAME`` reads the saved cohorts (the
+        readout per value); ``persons`` (ids, a table, ``persona:KEY`` or ``cohort:NAME``) keeps only
+        their touches."""
         from journeylens.analyses.experiments import ExperimentQuery, experiment
 
         q = query if query is not None else ExperimentQuery(**params)
-        return experiment(self.touches(model), q, people=self.people() if q.unit == "person" else self.accounts())
+        t = restrict_persons(self.touches(model), "person_id", self._persons(persons))
+        segs = self._cohort_segments(t, q.unit, segments, q.breakdown)
+        return experiment(t, q, people=self.people() if q.unit == "person" else self.accounts(), segments=segs)
 
     def personas(self, rules: str | Path | None = None, *, k: int | None = None, unit: str = "person",
                  model: ModelRef = None, **params: Any) -> PersonaResult:

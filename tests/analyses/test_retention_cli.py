@@ -41,6 +41,9 @@ def app() -> typer.Typer:
 
 
 def invoke(app: typer.Typer, db: str, *args: str) -> Result:
+    from journeylens.cli import app as main_app
+
+    main_app._state.clear()  # a --db of an earlier test's main-app run would win over JOURNEYLENS_DB
     result = CliRunner().invoke(app, list(args), env={"JOURNEYLENS_DB": db, "COLUMNS": "200"})
     return result
 

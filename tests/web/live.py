@@ -7,9 +7,11 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+import journeylens
 from journeylens.server import auth
 from journeylens.server.app import CollectorSettings
 from journeylens.server.site import create_server
@@ -31,6 +33,17 @@ def make_keys(db: Path, workspace: str = "default") -> dict[str, str]:
         return keys
     finally:
         store.close()
+
+
+def save_planted_personas(demo: Any, db: Path) -> dict[str, int]:
+    """Save the demo's planted personas as the cohorts ``persona:<key>`` (as ``personas --save``
+    would with a perfect clustering) and one ordinary cohort ``buyers``; returns persona -> members."""
+    persons = demo.truth_persons()
+    with journeylens.open(db) as ws:
+        sizes = {str(key): ws.save_cohort(f"persona:{key}", group.person_id.tolist(), definition={"persona": key})
+                 for key, group in persons.groupby("persona")}
+        ws.save_cohort("buyers", persons[persons.converted].person_id.tolist())
+    return sizes
 
 
 class LiveServer:

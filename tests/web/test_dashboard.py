@@ -1,6 +1,7 @@
 """The dashboard in a real Chromium (Playwright, Debian's /usr/bin/chromium) against a live server on
-the shop demo: log in, overview numbers equal the API's, a funnel with a breakdown and its drop-off
-page, the Sankey, switching the journey model, the map with its PNG download, a person's timeline.
+the shop demo (planted personas saved as cohorts): log in, overview numbers equal the API's, a funnel
+with a breakdown and its drop-off page, the Sankey, switching the journey model, the map with its PNG
+download and persona picker, the experiment page, a person's timeline.
 Screenshots go to $JOURNEYLENS_ARTIFACTS (or the test's tmp folder)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.web.live import LiveServer, make_keys
+from tests.web.live import LiveServer, make_keys, save_planted_personas
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (make test installs it)")
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/
 @pytest.fixture(scope="module")
 def live(demo_shop: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, str]]]:
     db = demo_shop.copy_db(tmp_path_factory.mktemp("dashboard"))
+    save_planted_personas(demo_shop, db)
     keys = make_keys(db)
     srv = LiveServer(db).start()
     yield srv, keys
@@ -167,6 +169,93 @@ def test_map_page_and_png_download(page: Any, live: Any, artifacts: Path) -> Non
     info.value.save_as(str(target))
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_map_persona_select_lists_saved_personas(page: Any, live: Any, demo_shop: Any, artifacts: Path) -> None:
+    page.goto("/map")
+    planted = sorted(demo_shop.truth["personas"])
+    options = page.get_by_test_id("field-persona").locator("option")
+    assert [options.nth(i).get_attribute("value") for i in range(options.count())] == ["", *planted]
+    assert options.nth(0).inner_text() == "all"
+    compare = page.get_by_test_id("field-compare_persona").locator("option")
+    assert [compare.nth(i).get_attribute("value") for i in range(compare.count())] == ["", *planted]
+    segment = page.get_by_test_id("field-segment").locator("option")
+    assert [segment.nth(i).get_attribute("value") for i in range(segment.count())] == ["", "buyers"]
+    months = page.get_by_test_id("choices-period").locator("option")
+    assert months.count() >= 6 and months.nth(0).get_attribute("value") == demo_shop.truth["start"][:7]
+    page.get_by_test_id("field-persona").select_option("loyal_regular")
+    page.get_by_test_id("apply").click()
+    page.wait_for_url(re.compile(r".*persona=loyal_regular.*"))
+    frame = page.frame_locator("[data-testid='map-frame']")
+    frame.locator("body").wait_for()
+    assert "Awareness" in frame.locator("body").inner_text()
+    expected = api(live, "/api/map", persona="loyal_regular")["total_units"]
+    assert number(page, "map-units") == expected == demo_shop.truth["personas"]["loyal_regular"]["realized"]["humans"]
+    assert page.get_by_test_id("field-persona").input_value() == "loyal_regular"
+    page.screenshot(path=str(artifacts / "map-persona.png"), full_page=True)
+
+
+def test_breakdown_pickers_offer_saved_personas(page: Any, live: Any, demo_shop: Any, artifacts: Path) -> None:
+    for path, field in (("/funnel", "field-breakdown"), ("/stages", "field-by"), ("/retention", "field-breakdown")):
+        page.goto(path)
+        values = page.get_by_test_id(field).locator("option").evaluate_all("els => els.map(e => e.value)")
+        assert "persona" in values and "cohort" in values, (path, values)
+    page.goto("/stages?by=persona")
+    expected = api(live, "/api/stages", breakdown="persona")
+    rows = page.get_by_test_id("stages-breakdown").locator("tbody tr")
+    assert rows.count() == len(expected["breakdown"]["values"]) == len(demo_shop.truth["personas"])
+    wait_chart(page, "kpis-chart")
+    page.screenshot(path=str(artifacts / "stages-persona.png"), full_page=True)
+    page.goto("/retention?period=month&breakdown=persona")
+    assert page.get_by_test_id("page-error").count() == 0, page.get_by_test_id("page-error").inner_text()
+    expected_size = api(live, "/api/retention", period="month", breakdown="persona").get("size")
+    assert page.get_by_test_id("retention-size").get_attribute("data-raw") == str(expected_size)
+    wait_chart(page, "retention-heatmap")
+
+
+def _cells(page: Any, testid: str) -> list[list[str]]:
+    rows = page.get_by_test_id(testid).locator("tbody tr")
+    return [rows.nth(i).locator("td").all_inner_texts() for i in range(rows.count())]
+
+
+def test_experiment_page_equals_the_api(page: Any, live: Any, artifacts: Path) -> None:
+    page.goto("/experiment")
+    assert page.get_by_test_id("nav-experiment").count() == 1
+    page.get_by_test_id("field-variant").fill("trait:device")
+    page.get_by_test_id("field-goal").fill("purchase")
+    page.get_by_test_id("apply").click()
+    page.wait_for_url(re.compile(r".*variant=trait%3Adevice.*"))
+    wait_chart(page, "experiment-chart")
+    expected = api(live, "/api/experiment", variant="trait:device", goal="purchase")
+    assert expected["status"] == "ok" and len(expected["variants"]) >= 2
+    cells = _cells(page, "experiment-table")
+    assert len(cells) == len(expected["variants"])
+    for row, v in zip(cells, expected["variants"], strict=True):
+        assert row[0].split(" (")[0] == v["variant"]
+        assert int(row[1].replace(",", "")) == v["units"] and int(row[2].replace(",", "")) == v["conversions"]
+        assert row[3] == f"{v['rate']:.2%}"
+        assert row[4] == f"{v['lower']:.1%} – {v['upper']:.1%}"
+        t = v["test"]
+        assert row[7] == ("–" if t is None else f"{t['p_value']:.3g}")
+        assert row[5] == ("–" if t is None else f"{t['lift']:+.1%}")
+    assert number(page, "experiment-units") == sum(v["units"] for v in expected["variants"])
+    srm = page.get_by_test_id("experiment-srm")
+    assert srm.get_attribute("data-state") == ("mismatch" if expected["srm"]["mismatch"] else "ok")
+    assert float(srm.get_attribute("data-p")) == pytest.approx(expected["srm"]["p_value"], rel=1e-9)
+    assert page.get_by_test_id("experiment-verdict").inner_text() == expected["verdict"]
+    assert page.get_by_test_id("experiment-not-enough").count() == 0
+    # error bars: one bar per variant with its interval
+    bars = page.evaluate("document.querySelector(\"[data-testid='experiment-chart']\").data[0].y.length")
+    assert bars == len(expected["variants"])
+    page.screenshot(path=str(artifacts / "experiment.png"), full_page=True)
+    # many small variants (cities): the page says not enough data, with the API's reasons
+    page.goto("/experiment?variant=trait:city&goal=purchase")
+    small = api(live, "/api/experiment", variant="trait:city", goal="purchase")
+    assert small["status"] == "not_enough_data"
+    box = page.get_by_test_id("experiment-not-enough")
+    assert box.count() == 1 and box.locator("li").count() == len(small["reasons"])
+    assert page.get_by_test_id("experiment-status").inner_text() == "not enough data"
+    page.screenshot(path=str(artifacts / "experiment-not-enough.png"), full_page=True)
 
 
 def test_person_timeline(page: Any, live: Any, artifacts: Path) -> None:

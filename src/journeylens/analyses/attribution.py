@@ -22,13 +22,18 @@ Two stages (``docs/attribution.md`` has the long form with every formula):
 
 Per value: attributed conversions, share, attributed revenue, journeys that touched it,
 and with a cost table spend, CPA (spend / conversions) and ROAS (revenue / spend).
+
+With a ``breakdown`` (a segment such as ``persona``, ``cohort:NAME``, a touch column or
+``properties.KEY`` read on the unit's first touch) the same method runs once more on the
+journeys of each breakdown value's units; spend is not segment specific, so a breakdown
+value has no spend, CPA or ROAS.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ibis
@@ -41,7 +46,7 @@ from scipy import sparse
 from scipy.sparse.linalg import splu
 
 from journeylens.analyses._time import parse_duration
-from journeylens.analyses.funnel import Step, step_predicate
+from journeylens.analyses.funnel import NONE_LABEL, OTHER_LABEL, Step, step_predicate
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store.functions import json_get, json_get_number, unix_micros
 
@@ -71,7 +76,10 @@ class AttributionQuery(BaseModel):
     ``touches`` an optional step filter restricting which touches form journeys
     (``event=visit``); ``eligible`` an optional step filter: null journeys count only for
     units with such a touch; ``level`` ``channel``, ``touchpoint``, ``campaign``
-    (= ``utm_campaign``), another touch column or ``properties.KEY``.
+    (= ``utm_campaign``), another touch column or ``properties.KEY``. ``breakdown``: the name
+    of a segment passed as ``segments=`` (``persona``, ``cohort``, ``cohort:NAME``), a touch
+    column or ``properties.KEY`` (read on the unit's first touch); the ``breakdown_limit``
+    values with the most units are shown, the rest are ``(other)``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -94,6 +102,11 @@ class AttributionQuery(BaseModel):
     shapley_exact_max: int = 15
     shapley_samples: int = 2000
     seed: int = 0
+    breakdown: str | None = None
+    breakdown_limit: int = 25
+    adjust: str | None = None
+    """A segment name (``persona``): the method runs within each of its strata and the results are
+    pooled (``analyses.attribution_adjust``; needs ``segments=``)."""
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -184,8 +197,16 @@ def _rule_level(q: AttributionQuery) -> None:
         raise InvalidParameterError("level is empty", hint="channel, touchpoint or campaign")
 
 
+def _rule_breakdown(q: AttributionQuery) -> None:
+    if q.breakdown is not None and not q.breakdown.strip():
+        raise InvalidParameterError("breakdown is empty", hint="persona, cohort:NAME, a column or properties.KEY")
+    if q.breakdown_limit < 1:
+        raise InvalidParameterError(f"breakdown_limit must be at least 1, got {q.breakdown_limit}")
+
+
 VALIDATION_RULES: tuple[Callable[[AttributionQuery], None], ...] = (
     _rule_method, _rule_unit, _rule_parse, _rule_order, _rule_shares, _rule_shapley, _rule_level,
+    _rule_breakdown,
 )
 """Applied in order when an :class:`AttributionQuery` is built; the first failing rule raises."""
 
@@ -212,7 +233,7 @@ class Journeys:
     revenue_without_touches: float = 0.0
 
     @classmethod
-    def from_arrays(cls, journey: np.ndarray, values: Sequence[str] | np.ndarray, converted: np.ndarray,
+    def from_arrays(cls, journey: np.ndarray, values: Sequence[str] | np.ndarray | pd.Categorical, converted: np.ndarray,
                     revenue: np.ndarray | None = None, seconds_before: np.ndarray | None = None,
                     direct: np.ndarray | None = None, *, collapse_repeats: bool = True,
                     conversions_without_touches: int = 0, revenue_without_touches: float = 0.0) -> Journeys:
@@ -225,8 +246,16 @@ class Journeys:
             none_i = np.zeros(0, np.int64)
             return cls((), none_i, none_i.astype(np.int32), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool),
                        np.zeros(0), conversions_without_touches, revenue_without_touches)
-        code, names = pd.factorize(np.asarray(values, dtype=object), sort=True)
-        code = np.asarray(code, np.int32)
+        if isinstance(values, pd.Categorical):  # already coded (the extraction): no string hashing
+            cat = values.remove_unused_categories()
+            cats = np.asarray(cat.categories, dtype=object)
+            rank = np.empty(len(cats), np.int32)
+            rank[np.argsort(cats, kind="stable")] = np.arange(len(cats), dtype=np.int32)
+            raw: Any = rank[np.asarray(cat.codes)]
+            names = np.sort(cats, kind="stable")
+        else:
+            raw, names = pd.factorize(np.asarray(values, dtype=object), sort=True)
+        code = np.asarray(raw, np.int32)
         new = np.empty(n, bool)
         new[0] = True
         new[1:] = j[1:] != j[:-1]
@@ -273,17 +302,15 @@ class Journeys:
         if self.n_journeys == 0:
             return PathCounts(self.values, np.zeros((0, 1), dtype), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
                               np.zeros(0))
+        from journeylens.analyses._attribution_paths import group_paths
+
         length = np.bincount(self.journey, minlength=self.n_journeys)
-        width = int(length.max())
-        mat = np.zeros((self.n_journeys, width), dtype)
-        pos, _, _ = self.positions()
-        mat[self.journey, pos] = self.code.astype(dtype) + 1
-        inverse, first = _row_groups(mat, len(self.values) + 1)
+        inverse, first, distinct = group_paths(self.journey, self.code, len(self.values), self.n_journeys)
         n_u = len(first)
         conv = np.bincount(inverse, weights=self.converted.astype(float), minlength=n_u)
         total = np.bincount(inverse, minlength=n_u).astype(float)
         rev = np.bincount(inverse, weights=np.where(self.converted, self.revenue, 0.0), minlength=n_u)
-        return PathCounts(self.values, mat[first], length[first].astype(np.int64), conv, total - conv, rev)
+        return PathCounts(self.values, distinct, length[first].astype(np.int64), conv, total - conv, rev)
 
 
 def _row_groups(mat: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
@@ -623,33 +650,85 @@ class AttributionResult:
     revenue: float | None
     detail: Mapping[str, Any] = field(default_factory=dict)
     """Method facts: Markov ``order``, ``states``, ``conversion_probability``; Shapley ``exact``."""
+    breakdown: tuple[BreakdownAttribution, ...] = ()
+    """With ``query.breakdown``: the same method on the journeys of each value's units."""
 
     def to_dict(self) -> dict[str, Any]:
         q = self.query
-        return {
+        out = {
             "method": self.method, "level": q.level, "unit": q.unit, "conversion": q.conversion,
             "lookback_seconds": q.lookback_seconds, "conversions": self.conversions,
             "conversions_without_touches": self.conversions_without_touches, "journeys": self.journeys,
             "revenue": self.revenue, **dict(self.detail),
             "channels": [c.to_dict() for c in self.channels],
         }
+        if q.breakdown is not None:
+            out["breakdown"] = {"by": q.breakdown, "values": [b.to_dict() for b in self.breakdown]}
+        return out
 
     def to_pandas(self) -> pd.DataFrame:
-        return pd.DataFrame([c.to_dict() for c in self.channels], columns=list(ChannelCredit.__dataclass_fields__))
+        """One row per value; with a breakdown one row per breakdown value and value (column
+        ``breakdown`` first)."""
+        cols = list(ChannelCredit.__dataclass_fields__)
+        if self.query.breakdown is not None:
+            rows = [{"breakdown": b.value, **c.to_dict()} for b in self.breakdown for c in b.channels]
+            return pd.DataFrame(rows, columns=["breakdown", *cols])
+        return pd.DataFrame([c.to_dict() for c in self.channels], columns=cols)
+
+    def by_value(self, value: str) -> BreakdownAttribution:
+        """The result of breakdown value ``value``."""
+        for b in self.breakdown:
+            if b.value == value:
+                return b
+        raise UnknownNameError(f"{self.query.breakdown or 'breakdown'} value", value,
+                               [b.value for b in self.breakdown])
 
     def credit(self) -> dict[str, float]:
         """Value -> attributed conversions."""
         return {c.channel: c.conversions for c in self.channels}
 
     def figure(self) -> Any:
-        """Plotly bars: attributed conversions per value, share as label."""
+        """Plotly bars: attributed conversions per value, share as label (grouped by breakdown
+        value when there is a breakdown)."""
         import plotly.graph_objects as go
 
+        if self.query.breakdown is not None:
+            fig = go.Figure([go.Bar(name=b.value, x=[c.channel for c in b.channels],
+                                    y=[c.conversions for c in b.channels]) for b in self.breakdown])
+            fig.update_layout(title=f"Attribution ({method_label(self.query, self.method)}) by {self.query.level} "
+                                    f"and {self.query.breakdown}", barmode="group",
+                              yaxis_title="attributed conversions")
+            return fig
         fig = go.Figure(go.Bar(x=[c.channel for c in self.channels], y=[c.conversions for c in self.channels],
                                text=[f"{c.share:.1%}" for c in self.channels], textposition="auto"))
         fig.update_layout(title=f"Attribution ({method_label(self.query, self.method)}) by {self.query.level}",
                           yaxis_title="attributed conversions")
         return fig
+
+
+@dataclass(frozen=True)
+class BreakdownAttribution:
+    """One breakdown value's attribution: the method applied to the journeys of its units only.
+    Spend is not segment specific: ``spend``, ``cpa`` and ``roas`` of its channels are None."""
+
+    value: str
+    units: int
+    """Units with this value that have at least one journey or conversion."""
+    channels: tuple[ChannelCredit, ...]
+    conversions: int
+    conversions_without_touches: int
+    journeys: int
+    revenue: float | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def credit(self) -> dict[str, float]:
+        """Value -> attributed conversions."""
+        return {c.channel: c.conversions for c in self.channels}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "units": self.units, "conversions": self.conversions,
+                "conversions_without_touches": self.conversions_without_touches, "journeys": self.journeys,
+                "revenue": self.revenue, **dict(self.detail), "channels": [c.to_dict() for c in self.channels]}
 
 
 @dataclass(frozen=True)
@@ -674,14 +753,19 @@ class AttributionComparison:
                 "results": [r.to_dict() for r in self.results]}
 
     def to_pandas(self) -> pd.DataFrame:
-        """Long form: one row per method and value."""
-        cols = ["method", *ChannelCredit.__dataclass_fields__]
+        """Long form: one row per method and value (and breakdown value, column ``breakdown``)."""
+        cols = ["method", *(["breakdown"] if self.query.breakdown is not None else []),
+                *ChannelCredit.__dataclass_fields__]
         frames = [r.to_pandas().assign(method=r.method) for r in self.results if r.channels]
         return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
     def wide(self, column: str = "conversions") -> pd.DataFrame:
-        """One row per value, one column per method (``column``: conversions, share, revenue, cpa, roas)."""
-        df = self.to_pandas()
+        """One row per value, one column per method (``column``: conversions, share, revenue, cpa, roas);
+        over all units (the breakdown values are in :meth:`to_pandas`)."""
+        cols = ["method", *ChannelCredit.__dataclass_fields__]
+        frames = [pd.DataFrame([c.to_dict() for c in r.channels]).assign(method=r.method)
+                  for r in self.results if r.channels]
+        df = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
         if df.empty:
             return pd.DataFrame(columns=["channel", *self.methods])
         w = df.pivot_table(index="channel", columns="method", values=column, aggfunc="first", dropna=False)
@@ -789,18 +873,96 @@ def journey_rows(touches: ir.Table, q: AttributionQuery) -> ir.Table:
 
 
 def _journeys_from_arrow(data: pa.Table, q: AttributionQuery) -> Journeys:
-    df = data.to_pandas()
-    marker = df["v"].isna().to_numpy()
-    key = df["u"].astype(str) + "\x00" + df["k"].astype(str)
-    lonely = df[marker & ~key.isin(set(key[~marker])).to_numpy()]
-    df, key = df[~marker], key[~marker]
-    journey = pd.factorize(key)[0] if len(df) else np.zeros(0, np.int64)
+    from journeylens.analyses._attribution_paths import journey_arrays
+
+    a = journey_arrays(data, q.direct)
     return Journeys.from_arrays(
-        journey, df["v"].to_numpy(), df["converted"].to_numpy(bool), df["rev"].to_numpy(float),
-        df["sec"].to_numpy(float), df["ch"].isin(list(q.direct)).to_numpy(), collapse_repeats=q.collapse_repeats,
-        conversions_without_touches=int(lonely["converted"].sum()),
-        revenue_without_touches=float(lonely["rev"].fillna(0).sum()),
+        a["journey"], a["values"], a["converted"], a["revenue"], a["seconds_before"], a["direct"],
+        collapse_repeats=q.collapse_repeats, conversions_without_touches=a["lonely_conversions"],
+        revenue_without_touches=a["lonely_revenue"],
     )
+
+
+def _breakdown_expr(t: ir.Table, name: str) -> ir.StringValue:
+    if name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX) and "properties" in t.columns:
+        return json_get(t.properties, name[len(PROPERTY_PREFIX):])
+    if name in t.columns and name not in ("properties", "traits"):
+        return t[name].cast("string")
+    raise UnknownNameError("breakdown", name, [])
+
+
+def unit_labels(touches: ir.Table, q: AttributionQuery,
+                segments: Mapping[str, ir.Table] | None = None) -> ir.Table | None:
+    """Ibis: ``_lu`` (unit id as text), ``b`` (breakdown value) — one row per unit and value of
+    ``q.breakdown``; None without a breakdown. A segment gives every value a unit has; a column or
+    ``properties.KEY`` the value on the unit's first touch (several at that time: the smallest)."""
+    name = q.breakdown
+    if name is None:
+        return None
+    segs = dict(segments or {})
+    col = q.unit_column
+    if name in segs:
+        seg = segs[name]
+        if col not in seg.columns or "value" not in seg.columns:
+            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
+        seg = seg.filter(seg[col].notnull())
+        return seg.select(_lu=seg[col].cast("string"), b=seg.value.cast("string")).distinct()
+    if col not in touches.columns:
+        raise UnknownNameError("unit column", col, [c for c in touches.columns if c.endswith("_id")])
+    readable = (name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX) and "properties" in touches.columns
+                ) or (name in touches.columns and name not in ("properties", "traits"))
+    if not readable:
+        allowed = [c for c in touches.columns if c not in ("properties", "traits")] + [*segs, "persona",
+                                                                                      "cohort:<name>",
+                                                                                      "properties.<key>"]
+        raise UnknownNameError("breakdown", name, allowed)
+    t = touches.filter(touches[col].notnull())
+    rows = t.select(_lu=t[col].cast("string"), _us=unix_micros(t.ts), v=_breakdown_expr(t, name))
+    rows = rows.mutate(edge=rows._us.min().over(ibis.window(group_by="_lu")))
+    rows = rows.filter(rows._us == rows.edge)
+    return rows.group_by("_lu").aggregate(b=rows.v.min())
+
+
+def extract_breakdown(touches: ir.Table, query: AttributionQuery,
+                      segments: Mapping[str, ir.Table] | None = None) -> list[tuple[str, int, Journeys]]:
+    """Per breakdown value (most units first, ``(other)`` last): the value, its units with a
+    journey or a conversion, and the journeys of its units (one backend query). Units without a
+    value are ``(none)``; a unit with several values (overlapping cohorts) is in each."""
+    labels = unit_labels(touches, query, segments)
+    if labels is None:
+        return []
+    rows = journey_rows(touches, query)
+    j = rows.left_join(labels, rows.u == labels._lu)
+    j = j.select(*rows.columns, b=j.b.fill_null(NONE_LABEL))
+    df = j.order_by(["b", "u", "k", "us", "mid"]).to_pyarrow().to_pandas()
+    units = df.groupby("b")["u"].nunique()
+    ranked = sorted(units.index, key=lambda v: (-int(units[v]), str(v)))
+    keep = set(ranked[: query.breakdown_limit])
+    if len(ranked) > len(keep):
+        df["b"] = df["b"].where(df["b"].isin(keep), OTHER_LABEL)
+    out: list[tuple[str, int, Journeys]] = []
+    for value, sub in df.groupby("b", sort=False):
+        if value == OTHER_LABEL and len(ranked) > len(keep):
+            # a unit may hold several folded values: keep each row once, in journey order
+            sub = sub.drop_duplicates(["u", "k", "mid"]).sort_values(["u", "k", "us", "mid"], kind="stable")
+        out.append((str(value), int(sub["u"].nunique()),
+                    _journeys_from_arrow(pa.Table.from_pandas(sub, preserve_index=False), query)))
+    out.sort(key=lambda x: (x[0] == OTHER_LABEL, -x[1], x[0]))
+    return out
+
+
+def _with_breakdown(result: AttributionResult, parts: Sequence[tuple[str, int, Journeys]],
+                    paths: Sequence[PathCounts | None] | None = None) -> AttributionResult:
+    """``result`` with the same method applied to each breakdown value's journeys (no spend)."""
+    if result.query.breakdown is None:
+        return result
+    out = []
+    for i, (value, units, journeys) in enumerate(parts):
+        r = credit(journeys, result.query, result.method, paths=None if paths is None else paths[i])
+        out.append(BreakdownAttribution(value=value, units=units, channels=r.channels, conversions=r.conversions,
+                                        conversions_without_touches=r.conversions_without_touches,
+                                        journeys=r.journeys, revenue=r.revenue, detail=r.detail))
+    return replace(result, breakdown=tuple(out))
 
 
 def credit(journeys: Journeys, query: AttributionQuery, method: str | None = None, *,
@@ -878,28 +1040,44 @@ def spend_by_value(costs: ir.Table | None, query: AttributionQuery) -> dict[str,
 
 
 def attribution(touches: ir.Table, query: AttributionQuery | None = None, *, costs: ir.Table | None = None,
-                **params: Any) -> AttributionResult:
+                segments: Mapping[str, ir.Table] | None = None, **params: Any) -> AttributionResult:
     """Attribute conversions to the values at ``query.level`` with ``query.method``.
 
     ``touches`` as from ``Workspace.touches()``; ``costs`` the cost table (``Workspace.costs()``)
-    for spend, CPA and ROAS. Keyword ``params`` build the query when none is given.
+    for spend, CPA and ROAS; ``segments`` breakdown names that are not touch columns
+    (``persona``, ``cohort:NAME``; ``Workspace.segments``) mapped to tables with the unit column
+    and ``value``. Keyword ``params`` build the query when none is given.
     """
     q = query if query is not None else AttributionQuery(**params)
-    return credit(extract_journeys(touches, q), q, spend=spend_by_value(costs, q))
+    if q.adjust is not None:  # stratified by a segment and pooled
+        from journeylens.analyses.attribution_adjust import adjusted_attribution
+
+        return adjusted_attribution(touches, q, segments=segments, costs=costs)
+    parts = extract_breakdown(touches, q, segments)  # first: a bad breakdown fails before the long query
+    result = credit(extract_journeys(touches, q), q, spend=spend_by_value(costs, q))
+    return _with_breakdown(result, parts)
 
 
 def compare_attribution(touches: ir.Table, query: AttributionQuery | None = None, *,
                         methods: Sequence[str] = METHODS, costs: ir.Table | None = None,
-                        **params: Any) -> AttributionComparison:
-    """Every method of ``methods`` on the same journeys (extracted once)."""
+                        segments: Mapping[str, ir.Table] | None = None, **params: Any) -> AttributionComparison:
+    """Every method of ``methods`` on the same journeys (extracted once); per breakdown value too."""
     q = query if query is not None else AttributionQuery(**params)
     for m in methods:
         if m not in METHODS:
             raise UnknownNameError("attribution method", m, METHODS)
+    if q.adjust is not None:  # stratified by a segment and pooled
+        from journeylens.analyses.attribution_adjust import compare_adjusted
+
+        return compare_adjusted(touches, q, methods=methods, segments=segments, costs=costs)
+    parts = extract_breakdown(touches, q, segments)
     j = extract_journeys(touches, q)
     spend = spend_by_value(costs, q)
-    pc = j.paths() if any(m in ("markov", "shapley") for m in methods) else None
-    return AttributionComparison(q, tuple(credit(j, q, m, spend=spend, paths=pc) for m in methods))
+    needs_paths = any(m in ("markov", "shapley") for m in methods)
+    pc = j.paths() if needs_paths else None
+    part_paths = [p[2].paths() if needs_paths else None for p in parts]
+    return AttributionComparison(q, tuple(_with_breakdown(credit(j, q, m, spend=spend, paths=pc), parts, part_paths)
+                                          for m in methods))
 
 
 __all__ = [
@@ -907,6 +1085,7 @@ __all__ = [
     "AttributionComparison",
     "AttributionQuery",
     "AttributionResult",
+    "BreakdownAttribution",
     "ChannelCredit",
     "Journeys",
     "MarkovFit",
@@ -914,6 +1093,7 @@ __all__ = [
     "attribution",
     "compare_attribution",
     "credit",
+    "extract_breakdown",
     "extract_journeys",
     "heuristic_weights",
     "journey_rows",
@@ -921,4 +1101,5 @@ __all__ = [
     "method_label",
     "shapley_values",
     "spend_by_value",
+    "unit_labels",
 ]

@@ -27,6 +27,11 @@ Semantics (``docs/experiments.md`` has the long form):
   ``min_conversions`` conversions or non-conversions (the normal approximation needs
   them), or there are fewer than two variants. The readout then says so and why; the
   numbers are still reported but carry no verdict.
+* **Breakdown** (optional): ``breakdown`` names a segment passed as ``segments=``
+  (``persona``, ``cohort``, ``cohort:NAME``), a touch column or ``properties.KEY`` (read on
+  the unit's first touch). The whole readout — rates, tests, SRM, CUPED (θ within the
+  value), enough-data rules — is repeated on the units of each value; a unit with several
+  segment values is read out under each, units without one under ``(none)``.
 
 All per-unit work happens on the backend (one query of sufficient statistics per
 variant); the tests are closed forms over those sums.
@@ -35,8 +40,9 @@ variant); the tests are closed forms over those sums.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ibis
@@ -46,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from scipy import stats as _st
 
 from journeylens.analyses._time import parse_duration
-from journeylens.analyses.funnel import Step, check_step_fields, step_predicate
+from journeylens.analyses.funnel import NONE_LABEL, Step, check_step_fields, step_predicate
 from journeylens.analyses.surveys import wilson_interval
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store.functions import json_get, json_get_number, unix_micros
@@ -237,7 +243,9 @@ class ExperimentQuery(BaseModel):
     ``window``: longest time from exposure to conversion (None = any time after);
     ``cuped_covariate``: ``pre`` (goal touches before exposure), ``pre:STEP`` (touches
     matching STEP before exposure) — both counted within ``pre_window`` — or ``trait:KEY``
-    (a numeric trait). ``expected_split``: variant -> share (equal when empty)."""
+    (a numeric trait). ``expected_split``: variant -> share (equal when empty). ``breakdown``:
+    a segment name (``persona``, ``cohort:NAME``), a touch column or ``properties.KEY`` — the
+    readout is repeated per value."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -255,6 +263,7 @@ class ExperimentQuery(BaseModel):
     pre_window: str | int = DEFAULT_PRE_WINDOW
     mde: float = 0.1
     """Relative lift the ``units_needed`` figure is computed for."""
+    breakdown: str | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -284,6 +293,8 @@ class ExperimentQuery(BaseModel):
             raise InvalidParameterError("min_units must be at least 1 and min_conversions at least 0")
         if self.mde <= 0:
             raise InvalidParameterError(f"mde must be positive, got {self.mde}")
+        if self.breakdown is not None and not self.breakdown.strip():
+            raise InvalidParameterError("breakdown is empty", hint="persona, cohort:NAME, a column or properties.KEY")
         if self.window is not None:
             parse_duration(self.window, name="window")
         parse_duration(self.pre_window, name="pre_window")
@@ -345,6 +356,12 @@ class VariantRow:
                 "test": self.test.to_dict() if self.test else None,
                 "cuped": self.cuped.to_dict() if self.cuped else None, "covariate_mean": self.covariate_mean}
 
+    @staticmethod
+    def flat_columns() -> list[str]:
+        return ["variant", "control", "units", "conversions", "rate", "rate_lower", "rate_upper", "difference",
+                "difference_lower", "difference_upper", "lift", "lift_lower", "lift_upper", "p_value",
+                "cuped_difference", "cuped_lower", "cuped_upper", "cuped_p_value"]
+
     def flat(self) -> dict[str, Any]:
         t = self.test
         c = self.cuped
@@ -372,6 +389,8 @@ class ExperimentResult:
     """Units seen in two or more variants, left out."""
     units_needed: int | None
     """Units per variant to detect a relative lift of ``query.mde`` at the control's rate."""
+    breakdown: tuple[BreakdownExperiment, ...] = ()
+    """With ``query.breakdown``: the readout of each value's units (largest first)."""
 
     @property
     def enough_data(self) -> bool:
@@ -399,10 +418,25 @@ class ExperimentResult:
                 "reasons": list(self.reasons), "verdict": self.verdict(), "mixed_units": self.mixed_units,
                 "units_needed": self.units_needed, "mde": q.mde, "cuped_covariate": q.cuped_covariate,
                 "srm": self.srm.to_dict() if self.srm else None,
-                "variants": [v.to_dict() for v in self.variants]}
+                "variants": [v.to_dict() for v in self.variants],
+                **({"breakdown": {"by": q.breakdown, "values": [b.to_dict() for b in self.breakdown]}}
+                   if q.breakdown is not None else {})}
 
     def to_pandas(self) -> pd.DataFrame:
+        """One row per variant; with a breakdown one row per breakdown value and variant (column
+        ``breakdown`` first)."""
+        if self.query.breakdown is not None:
+            rows = [{"breakdown": b.value, **v.flat()} for b in self.breakdown for v in b.result.variants]
+            cols = ["breakdown", *(VariantRow.flat_columns())]
+            return pd.DataFrame(rows, columns=cols)
         return pd.DataFrame([v.flat() for v in self.variants])
+
+    def by_value(self, value: str) -> ExperimentResult:
+        """The readout of breakdown value ``value``."""
+        for b in self.breakdown:
+            if b.value == value:
+                return b.result
+        raise UnknownNameError(f"{self.query.breakdown or 'breakdown'} value", value, [b.value for b in self.breakdown])
 
     def figure(self) -> Any:
         """Conversion rate per variant with its interval."""
@@ -418,6 +452,20 @@ class ExperimentResult:
         fig.update_layout(title=f"{self.query.goal.name} by {self.query.variant} — {self.verdict()}",
                           yaxis={"tickformat": ".0%", "title": "conversion"})
         return fig
+
+
+@dataclass(frozen=True)
+class BreakdownExperiment:
+    """The readout of one breakdown value's units."""
+
+    value: str
+    result: ExperimentResult
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {"value": self.value, "control": r.control, "status": r.status, "reasons": list(r.reasons),
+                "verdict": r.verdict(), "mixed_units": r.mixed_units, "units_needed": r.units_needed,
+                "srm": r.srm.to_dict() if r.srm else None, "variants": [v.to_dict() for v in r.variants]}
 
 
 # ============================================================================ computation
@@ -481,13 +529,42 @@ def _covariate(t: ir.Table, exp: ir.Table, q: ExperimentQuery, people: ir.Table 
     return j.group_by(_U).aggregate(x=one.sum())
 
 
-def experiment(touches: ir.Table, query: ExperimentQuery, *, people: ir.Table | None = None) -> ExperimentResult:
+def _labels(t: ir.Table, q: ExperimentQuery, segments: Mapping[str, ir.Table]) -> ir.Table | None:
+    """``_bu`` (unit as text), ``b`` (breakdown value) per unit and value; None without a breakdown."""
+    name = q.breakdown
+    if name is None:
+        return None
+    col = q.unit_column
+    if name in segments:
+        seg = segments[name]
+        if col not in seg.columns or "value" not in seg.columns:
+            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
+        seg = seg.filter(seg[col].notnull())
+        return seg.select(_bu=seg[col].cast("string"), b=seg.value.cast("string")).distinct()
+    if name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX) and "properties" in t.columns:
+        value: ir.StringValue = json_get(t.properties, name[len(PROPERTY_PREFIX):])
+    elif name in t.columns and name not in (_U, "properties", "traits"):
+        value = t[name].cast("string")
+    else:
+        allowed = [c for c in t.columns if c not in (_U, "properties", "traits")]
+        raise UnknownNameError("breakdown", name, [*allowed, *segments, "persona", "cohort:<name>",
+                                                   "properties.<key>"])
+    rows = t.select(_bu=t[_U], _at=_micros(t.ts), v=value)
+    rows = rows.mutate(edge=rows._at.min().over(ibis.window(group_by="_bu")))
+    rows = rows.filter(rows._at == rows.edge)
+    return rows.group_by("_bu").aggregate(b=rows.v.min())
+
+
+def experiment(touches: ir.Table, query: ExperimentQuery, *, people: ir.Table | None = None,
+               segments: Mapping[str, ir.Table] | None = None) -> ExperimentResult:
     """Read out the A/B experiment ``query`` over ``touches`` (see the module doc).
 
     ``touches``: ``ws.touches(model)`` (unit column, ``ts``, ``properties`` and the columns
     the goal reads). ``people``: ``ws.people()`` (or ``ws.accounts()`` for unit=account),
-    needed for ``trait:`` variants or covariates. One backend query computes the
-    sufficient statistics per variant.
+    needed for ``trait:`` variants or covariates. ``segments``: breakdown names that are not
+    touch columns (``persona``, ``cohort:NAME``; ``Workspace.segments``) mapped to tables with
+    the unit column and ``value``. One backend query computes the sufficient statistics per
+    variant (and breakdown value).
     """
     if not isinstance(query, ExperimentQuery):
         raise InvalidParameterError("experiment() needs an ExperimentQuery")
@@ -515,25 +592,49 @@ def experiment(touches: ir.Table, query: ExperimentQuery, *, people: ir.Table | 
         units = units.mutate(x=units.x.fill_null(0.0))
     else:
         units = units.mutate(x=ibis.literal(0.0))
-    single = units.filter(units.variants == 1)
-    stats = single.group_by("variant").aggregate(
-        n=single.count(), sy=single.y.sum(), sx=single.x.sum(), sxx=(single.x * single.x).sum(),
-        sxy=(single.x * single.y).sum(),
-    ).mutate(kind=ibis.literal("variant"))
-    mixed = units.filter(units.variants > 1)
-    mixed_row = mixed.aggregate(n=mixed.count()).mutate(
-        variant=ibis.null("string"), sy=ibis.literal(0.0), sx=ibis.literal(0.0), sxx=ibis.literal(0.0),
-        sxy=ibis.literal(0.0), kind=ibis.literal("mixed"))
-    records = stats.union(mixed_row.select(*stats.columns)).to_pyarrow().to_pylist()
-    moments = {str(r["variant"]): Moments(int(r["n"]), float(r["sy"] or 0), float(r["sx"] or 0),
-                                          float(r["sxx"] or 0), float(r["sxy"] or 0))
-               for r in records if r["kind"] == "variant"}
-    mixed_units = sum(int(r["n"]) for r in records if r["kind"] == "mixed")
-    return _readout(q, moments, mixed_units)
+    labels = _labels(t, q, dict(segments or {}))
+    parts = [units.mutate(b=ibis.null("string"))]
+    if labels is not None:
+        lj = units.left_join(labels, units[_U] == labels._bu)
+        parts.append(lj.select(*units.columns, b=lj.b.fill_null(NONE_LABEL)))
+    records: list[dict[str, Any]] = []
+    for part in parts:
+        single = part.filter(part.variants == 1)
+        stats = single.group_by("b", "variant").aggregate(
+            n=single.count(), sy=single.y.sum(), sx=single.x.sum(), sxx=(single.x * single.x).sum(),
+            sxy=(single.x * single.y).sum(),
+        ).mutate(kind=ibis.literal("variant"))
+        mixed = part.filter(part.variants > 1)
+        mixed_row = mixed.group_by("b").aggregate(n=mixed.count()).mutate(
+            variant=ibis.null("string"), sy=ibis.literal(0.0), sx=ibis.literal(0.0), sxx=ibis.literal(0.0),
+            sxy=ibis.literal(0.0), kind=ibis.literal("mixed"))
+        records += stats.union(mixed_row.select(*stats.columns)).to_pyarrow().to_pylist()
+
+    def readout(value: str | None, control: str | None = None, lenient: bool = False) -> ExperimentResult:
+        mine = [r for r in records if r["b"] == value]
+        moments = {str(r["variant"]): Moments(int(r["n"]), float(r["sy"] or 0), float(r["sx"] or 0),
+                                              float(r["sxx"] or 0), float(r["sxy"] or 0))
+                   for r in mine if r["kind"] == "variant"}
+        mixed_units = sum(int(r["n"]) for r in mine if r["kind"] == "mixed")
+        return _readout(q, moments, mixed_units, control=control, lenient=lenient)
+
+    overall = readout(None)
+    if labels is None:
+        return overall
+    size: dict[str, int] = defaultdict(int)
+    for r in records:
+        if r["b"] is not None:
+            size[str(r["b"])] += int(r["n"])
+    values = sorted(size, key=lambda v: (-size[v], v))
+    # every value is compared with the overall control when it has that variant
+    breakdown = tuple(BreakdownExperiment(v, readout(v, overall.control, lenient=True)) for v in values)
+    return replace(overall, breakdown=breakdown)
 
 
-def _pick_control(names: Sequence[str], wanted: str | None) -> str | None:
+def _pick_control(names: Sequence[str], wanted: str | None, lenient: bool = False) -> str | None:
     if wanted is not None:
+        if wanted not in names and lenient:
+            return _pick_control(names, None)
         if wanted not in names:
             raise UnknownNameError("control variant", wanted, names)
         return wanted
@@ -543,14 +644,19 @@ def _pick_control(names: Sequence[str], wanted: str | None) -> str | None:
     return names[0] if names else None
 
 
-def _readout(q: ExperimentQuery, moments: Mapping[str, Moments], mixed_units: int) -> ExperimentResult:
-    """The statistics of an experiment from each variant's sufficient statistics."""
+def _readout(q: ExperimentQuery, moments: Mapping[str, Moments], mixed_units: int, *, control: str | None = None,
+             lenient: bool = False) -> ExperimentResult:
+    """The statistics of an experiment from each variant's sufficient statistics. ``control``
+    overrides ``q.control``; ``lenient`` (a breakdown value's readout): a control or split
+    variant the value does not have is no error (the default control, the split's other shares)."""
     names = sorted(moments)
-    control = _pick_control(names, q.control)
-    if q.expected_split:
-        unknown = [v for v in q.expected_split if v not in names]
-        if unknown and names:
+    control = _pick_control(names, control if control is not None else q.control, lenient)
+    split = dict(q.expected_split)
+    if split:
+        unknown = [v for v in split if v not in names]
+        if unknown and names and not lenient:
             raise UnknownNameError("variant in the expected split", unknown[0], names)
+        split = {v: w for v, w in split.items() if v in names}
     reasons: list[str] = []
     if len(names) < 2:
         reasons.append(f"{len(names)} variant{'s' if len(names) != 1 else ''} found for {q.variant}; need at least 2")
@@ -581,7 +687,7 @@ def _readout(q: ExperimentQuery, moments: Mapping[str, Moments], mixed_units: in
                 cup = cuped_test(c, m, theta, mean_x, confidence=conf)
         rows.append(VariantRow(v, m.n, x, x / m.n, ci[0], ci[1], v == control, test, cup,
                                m.sx / m.n if q.cuped_covariate is not None else None))
-    srm = srm_check({v: moments[v].n for v in names}, q.expected_split or None, alpha=q.srm_alpha) \
+    srm = srm_check({v: moments[v].n for v in names}, split or None, alpha=q.srm_alpha) \
         if len(names) >= 2 else None
     needed = None
     if control is not None:
@@ -599,7 +705,7 @@ def readout_from_counts(query: ExperimentQuery, counts: Mapping[str, tuple[int, 
 
 
 __all__ = [
-    "CupedTest", "ExperimentQuery", "ExperimentResult", "Moments", "ProportionTest", "SrmCheck", "VariantRow",
+    "BreakdownExperiment", "CupedTest", "ExperimentQuery", "ExperimentResult", "Moments", "ProportionTest", "SrmCheck", "VariantRow",
     "cuped_test", "cuped_theta", "experiment", "parse_split", "readout_from_counts", "srm_check",
     "two_proportion_test", "units_needed",
 ]

@@ -437,7 +437,7 @@ _TS = "ts"
 _NODE = "node"
 
 
-def _restrict(t: ir.Table, col: str, persons: Persons) -> ir.Table:
+def restrict_persons(t: ir.Table, col: str, persons: Persons) -> ir.Table:
     """Rows of ``t`` whose ``col`` is one of ``persons`` (ids or a table of ids)."""
     if persons is None:
         return t
@@ -497,7 +497,7 @@ def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,
     anchors = [s for s in (q.from_, q.to) if s is not None]
     _check_columns(touches, q, [*anchors, *flags.values()])
     col = q.unit_column
-    t = _restrict(touches.filter(touches[col].notnull()), col, persons)
+    t = restrict_persons(touches.filter(touches[col].notnull()), col, persons)
     exact = anchor_times is not None
     if anchor_times is not None:
         a = anchor_times.select(_a_unit=anchor_times[_U], _from_at=anchor_times.from_at,
@@ -779,5 +779,6 @@ __all__ = [
     "funnel_paths",
     "path_nodes",
     "paths",
+    "restrict_persons",
     "sankey",
 ]

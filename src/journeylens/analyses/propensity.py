@@ -85,6 +85,8 @@ COUNTED = ("event", "channel", "touchpoint")
 
 _U = "_u"
 _TS = "ts"
+NONE = "(none)"
+"""Persona value of persons in no segment of ``query.persona``."""
 _STAGE_TARGET = re.compile(r"^\s*stage\s*(?:=|>=)\s*([A-Za-z0-9_\-]+)\s*$")
 
 
@@ -325,6 +327,24 @@ class PersonScore:
 
 
 @dataclass(frozen=True)
+class PersonaSummary:
+    """One persona (segment value) of ``query.persona``: its scored persons and the holdout
+    evaluation of the (everyone) model restricted to its persons."""
+
+    persona: str
+    persons: int
+    """Scored persons at ``as_of`` with this value."""
+    mean_probability: float | None
+    holdout_persons: int
+    holdout_positive_rate: float | None
+    holdout_mean_predicted: float | None
+    holdout_auc: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The model fitted at the training cutoff, scored at the holdout cutoff."""
 
@@ -356,6 +376,8 @@ class PropensityResult:
     """Scored persons at ``as_of``, highest probability first."""
     excluded_actions: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    by_persona: tuple[PersonaSummary, ...] = ()
+    """With ``query.persona``: per value, scored persons and the holdout evaluation (most persons first)."""
 
     @property
     def target(self) -> str:
@@ -408,6 +430,7 @@ class PropensityResult:
             "importance": [{"feature": f, "mean_abs_effect": v} for f, v in self.importance],
             "excluded_actions": list(self.excluded_actions),
             "uplifts": [u.to_dict() for u in self.uplifts],
+            **({"by_persona": [b.to_dict() for b in self.by_persona]} if q.persona is not None else {}),
             "persons_scored": len(self.persons),
             "persons": [
                 {"person_id": s.person_id, "stage": s.stage, "persona": s.persona, q.probability_column: s.probability,
@@ -799,13 +822,17 @@ def _uplifts(plan: _Plan, persona: ir.Table | None, excluded: Sequence[str]) -> 
 
 # ---------------------------------------------------------------- entry point
 def propensity(touches: ir.Table, query: PropensityQuery | None = None, *, model: JourneyModel | None = None,
-               segments: Mapping[str, ir.Table] | None = None) -> PropensityResult:
+               segments: Mapping[str, ir.Table] | None = None,
+               persons: Sequence[str] | ir.Table | None = None) -> PropensityResult:
     """Fit, evaluate and apply a propensity model for ``query.target`` (see the module docstring).
 
     ``touches`` needs ``person_id``, ``ts`` and, for stage targets and stage features,
     ``stage``/``stage_index`` (``Workspace.touches(model)``). ``model`` names the stages (else
     they are read from the touches). ``segments`` maps names to tables with ``person_id`` and
-    ``value``; ``query.persona`` picks one of them for the next-best-action cells.
+    ``value``; ``query.persona`` picks one of them for the next-best-action cells and the
+    per-persona summary (``by_persona``). ``persons`` (ids, or a table whose ``person_id`` or
+    only column holds them) keeps only those persons in the scored list and the
+    per-persona summary; the model, its overall evaluation and the uplifts use everyone.
     """
     q = query if query is not None else PropensityQuery()
     if not isinstance(q, PropensityQuery):
@@ -820,11 +847,48 @@ def propensity(touches: ir.Table, query: PropensityQuery | None = None, *, model
         if "person_id" not in seg.columns or "value" not in seg.columns:
             raise InvalidParameterError(f"segment table '{q.persona}' needs columns person_id and value")
         persona = seg.select(**{_U: seg.person_id.cast("string"), "value": seg.value.cast("string")})
+    keep: set[str] | None = None
+    if isinstance(persons, ir.Table):
+        c = "person_id" if "person_id" in persons.columns else persons.columns[0]
+        if "person_id" not in persons.columns and len(persons.columns) != 1:
+            raise InvalidParameterError("the table of persons to keep needs a column person_id (or exactly one column)")
+        keep = {str(x) for x in persons.select(c).to_pyarrow().column(c).to_pylist()}
+    elif isinstance(persons, str):
+        raise InvalidParameterError("persons must be a list of ids, not one string")
+    elif persons is not None:
+        keep = {str(x) for x in persons}
+    return _run(plan, persona, keep)
 
-    return _run(plan, persona)
+
+def _persona_summary(persona_of: Mapping[str, str], scored: Sequence[PersonScore], holdout: Dataset,
+                     p_hold: np.ndarray, keep: set[str] | None) -> tuple[PersonaSummary, ...]:
+    """Per persona value: scored persons, mean probability, the holdout rows' evaluation (only
+    the persons of ``keep`` when given)."""
+    ids = [str(i) for i in holdout.frame["person_id"]]
+    hold_values = np.array([persona_of.get(i, NONE) for i in ids], dtype=object)
+    y_hold = holdout.y
+    if keep is not None:
+        kept = np.array([i in keep for i in ids], dtype=bool)
+        hold_values, y_hold, p_hold = hold_values[kept], y_hold[kept], p_hold[kept]
+    scored_by: dict[str, list[float]] = {}
+    for s in scored:
+        scored_by.setdefault(s.persona or NONE, []).append(s.probability)
+    values = set(scored_by) | set(hold_values.tolist())
+    out = []
+    for v in values:
+        mask = hold_values == v
+        n_h = int(mask.sum())
+        probs = scored_by.get(v, [])
+        out.append(PersonaSummary(
+            persona=v, persons=len(probs), mean_probability=float(np.mean(probs)) if probs else None,
+            holdout_persons=n_h, holdout_positive_rate=float(y_hold[mask].mean()) if n_h else None,
+            holdout_mean_predicted=float(p_hold[mask].mean()) if n_h else None,
+            holdout_auc=roc_auc(y_hold[mask], p_hold[mask]) if n_h else None))
+    out.sort(key=lambda b: (-b.persons, -b.holdout_persons, b.persona))
+    return tuple(out)
 
 
-def _run(plan: _Plan, persona: ir.Table | None) -> PropensityResult:
+def _run(plan: _Plan, persona: ir.Table | None, keep: set[str] | None = None) -> PropensityResult:
     q = plan.query
     t2 = plan.as_of - plan.h
     t1 = t2 - plan.h
@@ -889,9 +953,12 @@ def _run(plan: _Plan, persona: ir.Table | None) -> PropensityResult:
             uplift_low=None if nba is None else nba.low, uplift_high=None if nba is None else nba.high,
             persona=pers,
         ))
+    if keep is not None:
+        persons = [s for s in persons if s.person_id in keep]
+    by_persona = _persona_summary(persona_of, persons, holdout, p_hold, keep) if persona is not None else ()
     return PropensityResult(
         query=q, as_of=plan.as_of, features=feats, evaluation=evaluation, importance=importance,
-        uplifts=tuple(uplifts), persons=tuple(persons), excluded_actions=excluded,
+        uplifts=tuple(uplifts), persons=tuple(persons), excluded_actions=excluded, by_persona=by_persona,
     )
 
 
@@ -901,6 +968,7 @@ __all__ = [
     "Driver",
     "Evaluation",
     "PersonScore",
+    "PersonaSummary",
     "PropensityModel",
     "PropensityQuery",
     "PropensityResult",

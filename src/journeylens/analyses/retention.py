@@ -1003,19 +1003,22 @@ def _curve(totals: Mapping[int, tuple[int, int]], periods: int) -> tuple[CurvePo
 
 
 # ---------------------------------------------------------------- lifecycle
-def lifecycle(touches: ir.Table, query: LifecycleQuery) -> LifecycleResult:
+def lifecycle(touches: ir.Table, query: LifecycleQuery, *,
+              segments: Mapping[str, ir.Table] | None = None) -> LifecycleResult:
     """Lifecycle states per period (one backend query, plus one for ``as_of`` when not given).
 
     A unit is *active* in a period when it has a touch matching ``query.event`` in it. Per
     period ``p``: new = first active period is ``p``; returning = active in ``p`` and ``p-1``;
     resurrecting = active in ``p``, not in ``p-1``, but before; dormant = active in ``p-1`` and
     not in ``p`` (negative). Periods run from the first active period (or ``date_from``) to the
-    one holding ``as_of`` (or ``date_to``).
+    one holding ``as_of`` (or ``date_to``). ``segments`` as for :func:`retention`: breakdown names
+    that are not touch columns (``persona``, ``cohort``, ``cohort:NAME``) mapped to tables with the
+    unit column and ``value``; a unit with several values is counted under the smallest.
     """
     if not isinstance(query, LifecycleQuery):
         raise InvalidParameterError("lifecycle() needs a LifecycleQuery")
     q = query
-    plan = _plan(touches, q)
+    plan = _plan(touches, q, segments)
     if plan is None:
         return LifecycleResult(q, None, ())
     rows = plan.rows(q.event)
@@ -1059,7 +1062,7 @@ def lifecycle(touches: ir.Table, query: LifecycleQuery) -> LifecycleResult:
 
 
 # ---------------------------------------------------------------- churn
-def churn(touches: ir.Table, query: ChurnQuery) -> ChurnResult:
+def churn(touches: ir.Table, query: ChurnQuery, *, segments: Mapping[str, ir.Table] | None = None) -> ChurnResult:
     """Churn per period and at ``as_of`` (one backend query, plus one for ``as_of`` when not given).
 
     A unit's touches (matching ``query.event``) form *spells*: runs in which consecutive touches
@@ -1067,12 +1070,12 @@ def churn(touches: ir.Table, query: ChurnQuery) -> ChurnResult:
     unit active through ``z + inactive_for``; right after that instant the unit is churned. Per
     period ``[S, E)``: ``active_at_start`` = units with a spell ``a < S <= z + inactive_for``;
     ``churned`` = those of them whose spell ends in the period (``S <= z + inactive_for < E``) and
-    before ``as_of``.
+    before ``as_of``. ``segments``: breakdowns over saved cohorts, as for :func:`lifecycle`.
     """
     if not isinstance(query, ChurnQuery):
         raise InvalidParameterError("churn() needs a ChurnQuery")
     q = query
-    plan = _plan(touches, q)
+    plan = _plan(touches, q, segments)
     if plan is None:
         return ChurnResult(q, None, 0, 0, ())
     gap = ibis.interval(seconds=q.inactive_seconds)

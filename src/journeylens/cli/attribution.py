@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -22,8 +23,7 @@ from journeylens.analyses.attribution import (
     AttributionComparison,
     AttributionQuery,
     AttributionResult,
-    attribution,
-    compare_attribution,
+    BreakdownAttribution,
     method_label,
 )
 from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
@@ -66,6 +66,16 @@ def attribution_command(
     samples: Annotated[int, typer.Option("--samples", help="Shapley: permutations sampled when there are "
                                          "more than 15 values.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Shapley sampling seed.")] = 0,
+    breakdown: Annotated[str | None, typer.Option("--breakdown", "-b", help="Attribute per value of: persona, "
+                                                  "cohort or cohort:NAME (saved cohorts), a touch column or "
+                                                  "properties.KEY (the unit's first touch).")] = None,
+    breakdown_limit: Annotated[int, typer.Option("--breakdown-limit", help="Breakdown values shown; the rest are "
+                                                 "(other).")] = 25,
+    segment: Annotated[str | None, typer.Option("--segment", help="Only the journeys of a saved cohort: "
+                                                "persona:KEY or cohort:NAME.")] = None,
+    adjust: Annotated[str | None, typer.Option("--adjust", help="Stratify by a segment (persona, cohort, "
+                                               "cohort:NAME) and pool: adds 'effect', attributed conversions "
+                                               "per exposed journey standardised over the strata.")] = None,
     figure: Annotated[Path | None, typer.Option("--figure", help="Also write the chart as HTML (or PNG/SVG "
                                                 "by extension).")] = None,
     model: ModelOpt = None,
@@ -79,14 +89,14 @@ def attribution_command(
         method=method, conversion=conversion, revenue=None if no_revenue else revenue, repeat=repeat,
         lookback=lookback, unit=unit, level=level, touches=touches, eligible=eligible, order=order,
         half_life=half_life, first_share=first_share, last_share=last_share, collapse_repeats=not keep_repeats,
-        shapley_samples=samples, seed=seed,
+        shapley_samples=samples, seed=seed, breakdown=breakdown, breakdown_limit=breakdown_limit, adjust=adjust,
     )
     ws = _open()
     result: AttributionResult | AttributionComparison
     if compare:
-        result = compare_attribution(ws.touches(model), query, costs=ws.costs())
+        result = ws.compare_attribution(query, model=model, persons=segment)
     else:
-        result = attribution(ws.touches(model), query, costs=ws.costs())
+        result = ws.attribution(query=query, model=model, persons=segment)
     if figure is not None:
         fig = result.figure()
         if figure.suffix.lower() in (".html", ".htm", ""):
@@ -94,26 +104,43 @@ def attribution_command(
         else:
             fig.write_image(str(figure))
     if fmt is Format.table:
-        out.print(comparison_table(result) if isinstance(result, AttributionComparison) else result_table(result))
+        scope = f" — only {segment}" if segment else ""
+        if isinstance(result, AttributionComparison):
+            out.print(comparison_table(result, scope))
+            for i in range(len(result.results[0].breakdown) if result.results else 0):
+                out.print(comparison_table(result, f" — {breakdown} = {result.results[0].breakdown[i].value}", i))
+        else:
+            out.print(result_table(result, scope))
+            for b in result.breakdown:
+                out.print(result_table(result, f" — {breakdown} = {b.value}", b))
+            if result.breakdown:
+                out.print("spend, CPA and ROAS are not segment specific: shown for all units only")
     else:
         emit(result, fmt)
 
 
-def result_table(result: AttributionResult) -> Table:
-    """Rich table of one method: credit, share, revenue, spend, CPA and ROAS per value."""
+def result_table(result: AttributionResult, scope: str = "", part: BreakdownAttribution | None = None) -> Table:
+    """Rich table of one method: credit, share, revenue, spend, CPA and ROAS per value (of all
+    units, or of one breakdown value's units: ``part``)."""
     q = result.query
-    title = (f"Attribution ({method_label(q, result.method)}) by {q.level} — {result.conversions:,} conversions "
+    conversions = result.conversions if part is None else part.conversions
+    without = result.conversions_without_touches if part is None else part.conversions_without_touches
+    title = (f"Attribution ({method_label(q, result.method)}) by {q.level}{scope} — {conversions:,} conversions "
              f"of {q.unit}s, lookback {q.lookback}")
-    if result.conversions_without_touches:
-        title += f"; {result.conversions_without_touches:,} without touches not credited"
+    if without:
+        title += f"; {without:,} without touches not credited"
     t = Table(title=title, title_justify="left", header_style="bold")
     score = {"markov": "removal effect", "shapley": "shapley value"}.get(result.method)
-    cols = [q.level, "conversions", "share", "revenue", "journeys", "spend", "CPA", "ROAS"] + ([score] if score else [])
+    money = part is None
+    cols = [q.level, "conversions", "share", "revenue", "journeys", *(["spend", "CPA", "ROAS"] if money else []),
+            *([score] if score else [])]
     for col in cols:
         t.add_column(col, justify="left" if col == q.level else "right")
-    for c in result.channels:
-        cells: list[str | Text] = [Text(c.channel), f"{c.conversions:,.1f}", f"{c.share:.1%}", _money(c.revenue), fmt_cell(c.journeys),
-                 _money(c.spend), _money(c.cpa), "–" if c.roas is None else f"{c.roas:.2f}"]
+    for c in (result.channels if part is None else part.channels):
+        cells: list[str | Text] = [Text(c.channel), f"{c.conversions:,.1f}", f"{c.share:.1%}", _money(c.revenue),
+                                   fmt_cell(c.journeys)]
+        if money:
+            cells += [_money(c.spend), _money(c.cpa), "–" if c.roas is None else f"{c.roas:.2f}"]
         if score:
             cells.append("–" if c.score is None else f"{c.score:.4f}")
         t.add_row(*cells)
@@ -124,10 +151,18 @@ def _money(value: float | None) -> str:
     return "–" if value is None else f"{value:,.2f}"
 
 
-def comparison_table(result: AttributionComparison) -> Table:
-    """Rich table: attributed conversions per value (rows) and method (columns)."""
-    w = result.wide()
-    t = Table(title=f"Attributed conversions by {result.query.level}: methods compared", title_justify="left",
+def comparison_table(result: AttributionComparison, scope: str = "", part: int | None = None) -> Table:
+    """Rich table: attributed conversions per value (rows) and method (columns), of all units or
+    of the ``part``-th breakdown value's units."""
+    if part is None:
+        w = result.wide()
+    else:
+        cells = {r.method: r.breakdown[part].credit() for r in result.results}
+        names = sorted({n for c in cells.values() for n in c})
+        w = pd.DataFrame({"channel": names, **{m: [cells[m].get(n, 0.0) for n in names] for m in result.methods}})
+        if len(w):
+            w = w.sort_values(list(result.methods)[-1], ascending=False)
+    t = Table(title=f"Attributed conversions by {result.query.level}{scope}: methods compared", title_justify="left",
               header_style="bold")
     t.add_column(result.query.level)
     for m in result.methods:

@@ -17,7 +17,6 @@ from rich.text import Text
 from journeylens.analyses.experiments import (
     ExperimentQuery,
     ExperimentResult,
-    experiment,
     parse_split,
 )
 from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, err, fmt_cell, out
@@ -51,6 +50,11 @@ def experiment_command(
     min_conversions: Annotated[int, typer.Option("--min-conversions", help="Conversions and non-conversions "
                                                  "each variant needs.")] = 5,
     mde: Annotated[float, typer.Option("--mde", help="Relative lift the 'units needed' figure is for.")] = 0.1,
+    breakdown: Annotated[str | None, typer.Option("--breakdown", "-b", help="Read out per value of: persona, cohort "
+                                                  "or cohort:NAME (saved cohorts), a touch column or "
+                                                  "properties.KEY (the unit's first touch).")] = None,
+    segment: Annotated[str | None, typer.Option("--segment", help="Only the units of a saved cohort: persona:KEY or "
+                                                "cohort:NAME.")] = None,
     model: ModelOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -59,15 +63,17 @@ def experiment_command(
 
     query = ExperimentQuery(variant=variant, goal=goal, window=window, control=control, unit=unit,
                             confidence=confidence, expected_split=parse_split(split), cuped_covariate=cuped,
-                            pre_window=pre_window, min_units=min_units, min_conversions=min_conversions, mde=mde)
-    needs_traits = variant.startswith("trait:") or (cuped or "").startswith("trait:")
+                            pre_window=pre_window, min_units=min_units, min_conversions=min_conversions, mde=mde,
+                            breakdown=breakdown)
     with _open() as ws:
-        people = (ws.people() if unit == "person" else ws.accounts()) if needs_traits else None
-        result = experiment(ws.touches(model), query, people=people)
+        result = ws.experiment(query, model=model, persons=segment)
     if fmt is Format.table:
-        out.print(experiment_table(result))
-        style = "yellow" if not result.enough_data or (result.srm and result.srm.mismatch) else "bold"
-        out.print(Text(result.verdict(), style=style))
+        parts = [("" if segment is None else f" — only {segment}", result)]
+        parts += [(f" — {breakdown} = {b.value}", b.result) for b in result.breakdown]
+        for scope, r in parts:
+            out.print(experiment_table(r, scope))
+            style = "yellow" if not r.enough_data or (r.srm and r.srm.mismatch) else "bold"
+            out.print(Text(r.verdict(), style=style))
     else:
         emit(result, fmt)
         if not result.enough_data:
@@ -75,9 +81,9 @@ def experiment_command(
     sys.stdout.flush()
 
 
-def experiment_table(result: ExperimentResult) -> Table:
+def experiment_table(result: ExperimentResult, scope: str = "") -> Table:
     q = result.query
-    title = f"Experiment {q.variant} → {q.goal.name}" + (f" within {q.window}" if q.window else "")
+    title = f"Experiment {q.variant} → {q.goal.name}" + (f" within {q.window}" if q.window else "") + scope
     t = Table(title=title, title_justify="left", header_style="bold")
     cols = ["variant", "units", "conversions", "rate", "difference", "lift", "p-value"]
     if q.cuped_covariate:

@@ -21,7 +21,6 @@ from journeylens.analyses.propensity import (
     DEFAULT_HORIZON,
     PropensityQuery,
     PropensityResult,
-    propensity,
 )
 from journeylens.cli.render import Format, FormatOpt, ModelOpt, err, fmt_cell, out, to_json
 from journeylens.errors import InvalidParameterError
@@ -54,6 +53,12 @@ def propensity_command(
         "--active-within", help="churn: a person is active when touched within this before the cutoff "
         "(default: the horizon).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="random_state of the gradient boosting.")] = 0,
+    breakdown: Annotated[str | None, typer.Option(
+        "--breakdown", "-b", help="persona, cohort or cohort:NAME (saved cohorts): a summary and the next best "
+        "actions per value.")] = None,
+    segment: Annotated[str | None, typer.Option(
+        "--segment", help="Score and list only the persons of a saved cohort: persona:KEY or cohort:NAME (the "
+        "model still learns from everyone).")] = None,
     model: ModelOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -63,10 +68,12 @@ def propensity_command(
     if top < 0:
         raise InvalidParameterError(f"--top must be at least 0, got {top}")
     query = PropensityQuery(target=target, as_of=as_of, horizon=horizon, action=action, min_n=min_n,
-                            active_within=active_within, random_state=seed)
+                            active_within=active_within, random_state=seed, persona=breakdown)
+    if breakdown is not None and not (breakdown in ("persona", "cohort") or breakdown.startswith("cohort:")):
+        raise InvalidParameterError(f"propensity cannot break down by '{breakdown}'",
+                                    hint="persona, cohort or cohort:NAME (saved cohorts)")
     ws = _open()
-    m = ws.model(model)
-    result = propensity(ws.touches(m), query, model=m)
+    result = ws.propensity(query, model=model, persons=segment)
     if out_file:
         result.to_csv(out_file)
         err.print(f"wrote {len(result.persons):,} persons to {out_file}")
@@ -125,7 +132,24 @@ def propensity_tables(result: PropensityResult, top: int) -> list[Table]:
         best.add_row(Text(u.stage), Text(u.action), fmt_cell(u.treated), f"{u.treated_rate:.1%}",
                      f"{u.untreated_rate:.1%}", f"{u.uplift:+.1%}", f"[{u.low:+.1%}, {u.high:+.1%}]")
     tables.append(best)
+    if q.persona is not None:
+        per = Table(title=f"By {q.persona}: scored persons and the holdout evaluation of the model",
+                    title_justify="left", header_style="bold")
+        for col in (q.persona, "persons", f"mean {q.probability_column}", "holdout persons", "holdout positive rate",
+                    "holdout mean predicted", "holdout AUC", f"best {q.action}"):
+            per.add_column(col, justify="left" if col in (q.persona,) or col.startswith("best") else "right")
+        for b in result.by_persona:
+            mine = [u for u in result.uplifts if u.persona == b.persona and u.uplift > 0]
+            top_u = max(mine, key=lambda u: u.uplift, default=None)
+            per.add_row(Text(b.persona), fmt_cell(b.persons), _pct(b.mean_probability), fmt_cell(b.holdout_persons),
+                        _pct(b.holdout_positive_rate), _pct(b.holdout_mean_predicted),
+                        "–" if b.holdout_auc is None else f"{b.holdout_auc:.3f}", Text("–" if top_u is None else f"{top_u.action} ({top_u.stage}, {top_u.uplift:+.1%})"))
+        tables.append(per)
     return tables
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
 
 
 __all__ = ["propensity_command", "propensity_tables", "register"]

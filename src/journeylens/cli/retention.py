@@ -22,8 +22,6 @@ from journeylens.analyses.retention import (
     RepurchaseResult,
     RetentionQuery,
     RetentionResult,
-    churn,
-    lifecycle,
     repurchase,
 )
 from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
@@ -36,6 +34,8 @@ BreakdownOpt = Annotated[str | None, typer.Option("--breakdown", "-b",
 LimitOpt = Annotated[int, typer.Option("--breakdown-limit", help="Breakdown values shown; the rest are (other).")]
 FromOpt = Annotated[str | None, typer.Option("--from", help="First period: the one holding this UTC date (YYYY-MM-DD).")]
 ToOpt = Annotated[str | None, typer.Option("--to", help="Last period: the one holding this UTC date (YYYY-MM-DD).")]
+SegmentOpt = Annotated[str | None, typer.Option("--segment", help="Only the touches of a saved cohort's persons: "
+                                                "persona:KEY or cohort:NAME.")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="End of the data: a date (through its end) or time, UTC "
                                              "(default: the latest touch).")]
 
@@ -179,13 +179,14 @@ def lifecycle_command(
     date_from: FromOpt = None,
     date_to: ToOpt = None,
     as_of: AsOfOpt = None,
+    segment: SegmentOpt = None,
     model: ModelOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Per period: new, returning, resurrecting and dormant people (or accounts)."""
     params = _common(unit, breakdown, breakdown_limit, date_from, date_to, as_of) | {"event": event}
     query = LifecycleQuery(period=period, **params)
-    result = lifecycle(_open().touches(model), query)
+    result = _open().lifecycle(query, model=model, persons=segment)
     emit(result, fmt, table=lifecycle_table(result))
 
 
@@ -222,13 +223,14 @@ def churn_command(
     date_from: FromOpt = None,
     date_to: ToOpt = None,
     as_of: AsOfOpt = None,
+    segment: SegmentOpt = None,
     model: ModelOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Churn rate per period: of those active at the period start, the share who became inactive."""
     params = _common(unit, breakdown, breakdown_limit, date_from, date_to, as_of) | {"event": event}
     query = ChurnQuery(inactive_for=inactive_for, period=period, **params)
-    result = churn(_open().touches(model), query)
+    result = _open().churn(query, model=model, persons=segment)
     emit(result, fmt, table=churn_table(result))
 
 

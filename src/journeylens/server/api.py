@@ -262,18 +262,75 @@ def check_event_steps(ws: Workspace, steps: Any) -> None:
             raise UnknownNameError("event", name, sorted(str(k) for k in known if k is not None))
 
 
+# ---------------------------------------------------------------------------- segments
+SEGMENT_FIELDS = ("breakdown", "by", "persona")
+"""Request-model fields that may name a segment (``by`` of surveys is a tuple)."""
+
+
+def is_segment_name(name: str | None) -> bool:
+    """Whether a breakdown names saved cohorts: ``persona``, ``cohort`` or ``cohort:NAME``."""
+    return bool(name) and (name in ("persona", "cohort") or str(name).startswith("cohort:"))
+
+
+def breakdown_names(query: Any, extra: Mapping[str, Any] | None = None) -> list[str]:
+    """The segment breakdowns a request names: the request model's ``breakdown`` / ``by`` /
+    ``persona`` fields (whichever it has) and the extra ``breakdown`` parameter."""
+    values: list[Any] = []
+    if query is not None:
+        values += [getattr(query, f, None) for f in SEGMENT_FIELDS]
+    if extra:
+        values.append(extra.get("breakdown"))
+    names: list[str] = []
+    for v in values:
+        for name in (v if isinstance(v, list | tuple) else [v]):
+            if isinstance(name, str) and is_segment_name(name) and name not in names:
+                names.append(name)
+    return names
+
+
+def saved_cohorts(ws: Workspace) -> dict[str, int]:
+    """Saved cohort name -> members (personas are ``persona:<key>``)."""
+    c = ws.table("cohorts")
+    rows = c.group_by("name").aggregate(members=c.person_id.nunique()).to_pyarrow().to_pylist()
+    return {str(r["name"]): int(r["members"]) for r in sorted(rows, key=lambda r: str(r["name"]))}
+
+
+def request_segments(ws: Workspace, query: Any, extra: Mapping[str, Any], *, unit: str | None = None,
+                     model: Any = None) -> dict[str, ir_Table]:
+    """``segments=`` for the analysis of a request: ``ws.segments(name)`` for every breakdown
+    that names saved cohorts (see :func:`breakdown_names`); ``{}`` when none does.
+
+    ``persona`` without saved personas, ``cohort`` without other saved cohorts and
+    ``cohort:NAME`` of an unknown cohort raise :class:`UnknownNameError` (404)."""
+    names = breakdown_names(query, extra)
+    if not names:
+        return {}
+    saved = saved_cohorts(ws)
+    prefix = Workspace.PERSONA_COHORT_PREFIX
+    choices = ([*(["persona"] if any(n.startswith(prefix) for n in saved) else []),
+                *(["cohort"] if any(not n.startswith(prefix) for n in saved) else []),
+                *(f"cohort:{n}" for n in saved)])
+    for name in names:
+        if name not in choices:
+            raise UnknownNameError("segment breakdown", name, choices)
+    u = unit or str(getattr(query, "unit", None) or extra.get("unit") or "person")
+    return ws.segments(*names, unit=u, model=model)
+
+
 def _run_funnel(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     from journeylens.analyses.funnel import funnel
 
     check_event_steps(ws, q.steps)
-    return funnel(ws.touches(extra.get("model")), q)
+    m = _model(ws, extra)
+    return funnel(ws.touches(m), q, segments=request_segments(ws, q, extra, model=m))
 
 
 def _run_funnel_people(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     from journeylens.analyses.funnel import funnel
 
     check_event_steps(ws, q.steps)
-    result = funnel(ws.touches(extra.get("model")), q)
+    m = _model(ws, extra)
+    result = funnel(ws.touches(m), q, segments=request_segments(ws, q, extra, model=m))
     step = extra.get("step")
     if step is None:
         raise InvalidParameterError("'step' is needed: the 1-based step index or its name")
@@ -290,8 +347,9 @@ def _run_funnel_paths(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     from journeylens.analyses.paths import funnel_paths
 
     check_event_steps(ws, q.steps)
-    touches = ws.touches(extra.get("model"))
-    result = funnel(touches, q)
+    m = _model(ws, extra)
+    touches = ws.touches(m)
+    result = funnel(touches, q, segments=request_segments(ws, q, extra, model=m))
     step = extra.get("step")
     if step is None:
         raise InvalidParameterError("'step' is needed: the 1-based step index or its name")
@@ -306,6 +364,7 @@ def _run_stages(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     kwargs: dict[str, Any] = {"unit": extra.get("unit") or "person"}
     if extra.get("breakdown"):
         kwargs["breakdown"] = extra["breakdown"]
+        kwargs["segments"] = request_segments(ws, q, extra, unit=kwargs["unit"], model=m)
     return stage_funnel(ws.touches(m), m, **kwargs)
 
 
@@ -319,28 +378,46 @@ def _run_with_query(method: str) -> Runner:
     return run
 
 
+def _run_segmented(method: str) -> Runner:
+    """``ws.<method>(query, model=..., segments=...)``; ``segments`` only when the breakdown
+    names saved cohorts (methods whose query has no ``breakdown`` never get it)."""
+    def run(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
+        m = _model(ws, extra)
+        segs = request_segments(ws, q, extra, model=m)
+        return getattr(ws, method)(q, model=m, **({"segments": segs} if segs else {}))
+    return run
+
+
 def _run_kpis(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     from journeylens.analyses.kpis import kpis
 
     m = _model(ws, extra)
-    return kpis(ws.touches(m), model=m, costs=ws.costs(), surveys=ws.surveys(), query=q)
+    return kpis(ws.touches(m), model=m, costs=ws.costs(), surveys=ws.surveys(), query=q,
+                segments=request_segments(ws, q, extra, model=m))
 
 
 def _run_attribution(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     from journeylens.analyses import attribution as attr
 
+    model = _model(ws, extra)
+    kwargs: dict[str, Any] = {"costs": ws.costs()}
+    segs = request_segments(ws, q, extra, model=model)
+    if segs:  # only once AttributionQuery has a breakdown (a segment breakdown is refused before)
+        kwargs["segments"] = segs
     methods = [m for m in extra.get("methods") or [] if m]
     if methods:
-        return attr.compare_attribution(ws.touches(extra.get("model")), q, methods=methods, costs=ws.costs())
-    return attr.attribution(ws.touches(extra.get("model")), q, costs=ws.costs())
+        return attr.compare_attribution(ws.touches(model), q, methods=methods, **kwargs)
+    return attr.attribution(ws.touches(model), q, **kwargs)
 
 
 def _run_clv(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
-    return ws.clv(q, model=extra.get("model"))
+    m = _model(ws, extra)
+    return ws.clv(q, model=m, segments=request_segments(ws, q, extra, model=m) or None)
 
 
 def _run_surveys(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
-    return ws.survey_report(q, model=extra.get("model"))
+    m = _model(ws, extra)
+    return ws.survey_report(q, model=m, segments=request_segments(ws, q, extra, model=m) or None)
 
 
 def _run_personas(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
@@ -350,7 +427,13 @@ def _run_personas(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
 
 
 def _run_painpoints(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
-    return ws.pain_points(q, model=extra.get("model"), moments=bool(extra.get("moments")))
+    b = extra.get("breakdown")
+    if b is not None and not is_segment_name(str(b)):
+        raise InvalidParameterError(f"painpoints compares saved segments; breakdown '{str(b)[:40]}' is none",
+                                    hint="write persona, cohort or cohort:NAME (traits are compared anyway)")
+    m = _model(ws, extra)
+    return ws.pain_points(q, model=m, moments=bool(extra.get("moments")),
+                          segments=request_segments(ws, q, extra, model=m) or None)
 
 
 def _run_moments(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
@@ -363,14 +446,47 @@ def _run_moments(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
 
 
 def _run_experiment(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
-    return ws.experiment(q, model=extra.get("model"))
+    from journeylens.analyses.experiments import experiment
+
+    m = _model(ws, extra)
+    segs = request_segments(ws, q, extra, model=m)
+    if not segs:
+        return ws.experiment(q, model=m)
+    # only once ExperimentQuery has a breakdown (a segment breakdown is refused before)
+    kwargs: dict[str, Any] = {"people": ws.people() if q.unit == "person" else ws.accounts(), "segments": segs}
+    return experiment(ws.touches(m), q, **kwargs)
 
 
 def _run_propensity(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     from journeylens.analyses.propensity import propensity
 
     m = _model(ws, extra)
-    return propensity(ws.touches(m), q, model=m)
+    return propensity(ws.touches(m), q, model=m, segments=request_segments(ws, q, extra, model=m) or None)
+
+
+def _months(ws: Workspace) -> list[str]:
+    """The months (``YYYY-MM``, UTC) from the first to the last event of the workspace."""
+    e = ws.events()
+    row = e.aggregate(lo=e.ts.min(), hi=e.ts.max()).to_pyarrow().to_pylist()[0]
+    if row["lo"] is None or row["hi"] is None:
+        return []
+    y, m = row["lo"].year, row["lo"].month
+    out: list[str] = []
+    while (y, m) <= (row["hi"].year, row["hi"].month):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def _run_cohorts(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
+    prefix = Workspace.PERSONA_COHORT_PREFIX
+    saved = saved_cohorts(ws)
+    return _Plain({
+        "months": _months(ws),
+        "cohorts": [{"name": n, "members": k, "persona": n[len(prefix):] if n.startswith(prefix) else None}
+                    for n, k in saved.items()],
+        "personas": [{"key": n[len(prefix):], "members": k} for n, k in saved.items() if n.startswith(prefix)],
+    })
 
 
 MAP_SCOPE = ("persona", "segment", "period")
@@ -447,11 +563,11 @@ def _analyses() -> dict[str, Analysis]:
         Analysis("sankey", "Sankey flows of all paths per step position.", _run_with_query("sankey"), PathsQuery),
         Analysis("transitions", "Transition matrix between events or stages.", _run_with_query("transitions"),
                  TransitionsQuery),
-        Analysis("retention", "Cohort retention (docs/retention.md).", _run_with_query("retention"), RetentionQuery),
+        Analysis("retention", "Cohort retention (docs/retention.md).", _run_segmented("retention"), RetentionQuery),
         Analysis("lifecycle", "New / returning / resurrecting / dormant units per period.",
-                 _run_with_query("lifecycle"), LifecycleQuery),
-        Analysis("churn", "Churn per period.", _run_with_query("churn"), ChurnQuery),
-        Analysis("repurchase", "Share of purchasers who purchase again.", _run_with_query("repurchase"),
+                 _run_segmented("lifecycle"), LifecycleQuery),
+        Analysis("churn", "Churn per period.", _run_segmented("churn"), ChurnQuery),
+        Analysis("repurchase", "Share of purchasers who purchase again.", _run_segmented("repurchase"),
                  RepurchaseQuery),
         Analysis("kpis", "Every KPI per stage, optionally per period and breakdown (docs/kpis.md).", _run_kpis,
                  KpiQuery),
@@ -462,7 +578,9 @@ def _analyses() -> dict[str, Analysis]:
                  _run_personas, extra=(Param("k", "integer", "Number of personas (default: chosen by silhouette).",
                                              minimum=2, maximum=12), _unit())),
         Analysis("painpoints", "Ranked pain points with evidence (docs/painpoints.md).", _run_painpoints,
-                 PainPointsQuery, extra=(Param("moments", "boolean", "Add moments of truth.", False),)),
+                 PainPointsQuery, extra=(Param("moments", "boolean", "Add moments of truth.", False),
+                                         Param("breakdown", "string", "Saved segments compared besides the "
+                                               "traits: persona, cohort or cohort:NAME."))),
         Analysis("moments", "Touchpoints whose presence changes conversion or churn most.", _run_moments,
                  extra=(Param("by", "string", "touchpoint, channel, ...", "channel"),
                         Param("outcome", "string", "conversion or churn.", "conversion",
@@ -481,6 +599,9 @@ def _analyses() -> dict[str, Analysis]:
                      Param("zoom", "string", "A stage to zoom into."), _unit())),
         Analysis("journey/{person}", "The stitched timeline of one person (any of their ids).", _run_journey,
                  path_param="person"),
+        Analysis("cohorts", "Saved cohorts and personas (persona:<key>) with their members, and the months "
+                 "of data (the choices of segment and scope pickers).", _run_cohorts,
+                 uses_model=False),
         Analysis("quarantine", "Rejected rows: counts by reason and the newest rows.", _run_quarantine,
                  uses_model=False, extra=(Param("newest", "integer", "Newest rows listed.", 50, minimum=0,
                                                 maximum=1000), Param("target", "string", "Only this table."))),

@@ -58,8 +58,27 @@ NAV = (
     ("/", "Overview"), ("/funnel", "Funnel"), ("/paths", "Paths"), ("/stages", "Stages & KPIs"),
     ("/attribution", "Attribution"), ("/retention", "Retention"), ("/clv", "Customer value"),
     ("/surveys", "Surveys"), ("/personas", "Personas"), ("/painpoints", "Pain points"),
-    ("/map", "Journey map"), ("/person", "Person"), ("/settings", "Settings"),
+    ("/experiment", "Experiment"), ("/map", "Journey map"), ("/person", "Person"), ("/settings", "Settings"),
 )
+VARIANT_EXAMPLES = ("properties.variant", "properties.experiment", "trait:test_group", "trait:gender",
+                    "trait:device")
+"""Suggestions of the experiment page's variant field (any ``properties.KEY`` / ``trait:KEY`` works)."""
+COVARIATE_EXAMPLES = ("pre", "pre:purchase", "pre:visit", "trait:age")
+
+
+@dataclass(frozen=True)
+class Saved:
+    """Saved personas (keys), other saved cohorts and the months of data of a workspace: the
+    choices of segment and scope pickers (from ``/api/cohorts``)."""
+
+    personas: tuple[str, ...] = ()
+    cohorts: tuple[str, ...] = ()
+    months: tuple[str, ...] = ()
+
+    def breakdowns(self) -> list[tuple[str, str]]:
+        """Segment breakdowns to offer beside the columns: ``persona`` / ``cohort`` when saved."""
+        out = [("persona", "persona (saved personas)")] if self.personas else []
+        return out + ([("cohort", "cohort (saved cohorts)")] if self.cohorts else [])
 
 
 # ============================================================================ sessions
@@ -197,9 +216,12 @@ class Page:
         self.csrf = ""
 
     def field(self, name: str, label: str, value: Any = "", kind: str = "text", options: Any = (),
-              **extra: Any) -> None:
+              suggestions: Any = (), **extra: Any) -> None:
+        """A picker: ``kind`` text / number / select (``options``: values or (value, label)) /
+        steps; a text field offers ``suggestions`` (a datalist) but accepts anything."""
         self.form.append({"name": name, "label": label, "value": "" if value is None else value, "kind": kind,
-                          "options": [(o, o) if isinstance(o, str) else o for o in options], **extra})
+                          "options": [(o, o) if isinstance(o, str) else o for o in options],
+                          "suggestions": [str(x) for x in suggestions], **extra})
 
     def cards(self, items: list[tuple[str, Any, str]]) -> None:
         self.blocks.append({"type": "cards", "items": [{"label": a, "value": _fmt(b), "raw": b, "testid": c}
@@ -304,6 +326,19 @@ def mount(app: FastAPI) -> None:
         page.timing.append(f"{name} {done.seconds:.2f}s{' (cached)' if done.cached else ''}")
         return done
 
+    async def saved(request: Request, page: Page, rec: auth.KeyRecord) -> Saved:
+        """The workspace's saved personas, cohorts and months (errors leave the pickers plain)."""
+        svc: QueryService = request.app.state.query
+        try:
+            done = await run_in_threadpool(svc.compute, rec.workspace, ANALYSES["cohorts"], {})
+        except Exception:  # the pickers then offer only the columns
+            log.exception("listing cohorts failed")
+            return Saved()
+        d = done.data
+        return Saved(personas=tuple(str(x["key"]) for x in d.get("personas", [])),
+                     cohorts=tuple(str(x["name"]) for x in d.get("cohorts", []) if x.get("persona") is None),
+                     months=tuple(str(m) for m in d.get("months", [])))
+
     def page_route(path: str, title: str) -> Any:
         def decorate(fn: Any) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -397,7 +432,8 @@ def mount(app: FastAPI) -> None:
         page.field("steps", "Steps (event or filter, in order)", [*steps, ""], "steps")
         page.field("window", "Window", window)
         page.field("order", "Order", order, "select", ("ordered", "strict", "unordered"))
-        page.field("breakdown", "Breakdown", breakdown, "select", [("", "none"), *BREAKDOWNS])
+        sv = await saved(request, page, rec)
+        page.field("breakdown", "Breakdown", breakdown, "select", [("", "none"), *BREAKDOWNS, *sv.breakdowns()])
         page.field("trend_period", "Trend", trend, "select", [("", "none"), "day", "week", "month"])
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
         params = {"steps": steps, "window": window, "order": order, "breakdown": breakdown or None,
@@ -478,15 +514,19 @@ def mount(app: FastAPI) -> None:
         period, by, unit = _one(p, "period"), _one(p, "by"), _one(p, "unit", "person")
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
         page.field("period", "Period", period, "select", [("", "all time"), "week", "month", "quarter"])
-        page.field("by", "Breakdown", by, "select", [("", "none"), "channel", "touchpoint", "utm_campaign"])
+        sv = await saved(request, page, rec)
+        page.field("by", "Breakdown", by, "select", [("", "none"), "channel", "touchpoint", "utm_campaign",
+                                                     *sv.breakdowns()])
         page.field("unit", "Unit", unit, "select", ("person", "account"))
-        st = await compute(request, page, rec, "stages", {"model": model, "unit": unit})
+        st = await compute(request, page, rec, "stages", {"model": model, "unit": unit, "breakdown": by or None})
         if st is None:
             return
         d = st.data
         page.cards([("Model", d["model"], "stages-model"), (f"{unit.capitalize()}s", d["total_units"], "stages-total")])
         page.chart(st.figure, "stage-funnel", "Stage funnel")
         page.table("Stages", d["stages"], testid="stages-table")
+        if d.get("breakdown"):
+            page.table(f"Stages by {by}", _stage_breakdown_rows(d), testid="stages-breakdown")
         k = await compute(request, page, rec, "kpis", {"model": model, "unit": unit, "period": period or None,
                                                        "by": by or None})
         if k is None:
@@ -539,8 +579,13 @@ def mount(app: FastAPI) -> None:
         page.field("period", "Period", period, "select", ("day", "week", "month"))
         page.field("start_event", "Start event", start)
         page.field("return_event", "Return event", ret)
+        breakdown = _one(p, "breakdown")
+        sv = await saved(request, page, rec)
+        page.field("breakdown", "Breakdown", breakdown, "select", [("", "none"), "channel", "touchpoint",
+                                                                   "utm_campaign", *sv.breakdowns()])
         done = await compute(request, page, rec, "retention", {"period": period, "start_event": start or None,
-                                                                "return_event": ret or None})
+                                                                "return_event": ret or None,
+                                                                "breakdown": breakdown or None})
         if done is None:
             return
         page.cards([("Cohort people", done.data.get("size"), "retention-size")])
@@ -633,6 +678,42 @@ def mount(app: FastAPI) -> None:
             page.chart(mom.figure, "moments-chart", "Moments of truth")
             page.table("Moments of truth", mom.data.get("moments", []), testid="moments-table")
 
+    # ------------------------------------------------------------------ experiment
+    @page_route("/experiment", "Experiment")
+    async def experiment_page(request: Request, page: Page, rec: auth.KeyRecord) -> None:
+        p = _params(request)
+        variant, goal = _one(p, "variant"), _one(p, "goal", "purchase")
+        window, control, covariate = _one(p, "window"), _one(p, "control"), _one(p, "cuped_covariate")
+        unit, split, model = _one(p, "unit", "person"), _one(p, "split"), _one(p, "model") or None
+        page.field("variant", "Variant (properties.KEY or trait:KEY)", variant, suggestions=VARIANT_EXAMPLES)
+        page.field("goal", "Goal (event or stage=…)", goal, suggestions=("purchase", "stage=decision",
+                                                                         "add_to_cart", "signup"))
+        page.field("window", "Window (empty: any time)", window)
+        page.field("control", "Control (empty: automatic)", control)
+        page.field("cuped_covariate", "CUPED covariate (optional)", covariate, suggestions=COVARIATE_EXAMPLES)
+        page.field("split", "Expected split (A=50,B=50; empty: equal)", split)
+        page.field("unit", "Unit", unit, "select", ("person", "account"))
+        page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
+        if not variant:
+            page.note("Choose the variant: a property of the touches that carries the assignment "
+                      "(properties.variant) or a trait of the people (trait:test_group), and the goal. "
+                      "Example on the demo (no experiment is planted there): trait:device, goal purchase.")
+            return
+        from journeylens.analyses.experiments import parse_split
+
+        try:
+            expected = parse_split(split)
+        except JourneylensError as exc:
+            page.error, page.status = str(exc), exc.http_status
+            return
+        done = await compute(request, page, rec, "experiment", {
+            "variant": variant, "goal": goal, "window": window or None, "control": control or None,
+            "cuped_covariate": covariate or None, "unit": unit, "expected_split": expected or None,
+            "model": model})
+        if done is None:
+            return
+        _experiment_blocks(page, done)
+
     # ------------------------------------------------------------------ journey map
     def map_params(p: dict[str, list[str]]) -> dict[str, Any]:
         keys = ("model", "persona", "segment", "period", "compare_persona", "compare_segment", "compare_period",
@@ -644,10 +725,23 @@ def mount(app: FastAPI) -> None:
         p = _params(request)
         mp = map_params(p)
         page.field("model", "Journey model", mp["model"] or "", "select", [("", "default"), *_models()])
-        page.field("persona", "Persona", mp["persona"] or "")
-        page.field("period", "Period", mp["period"] or "")
-        page.field("compare_persona", "Compare with persona", mp["compare_persona"] or "")
-        page.field("compare_period", "Compare with period", mp["compare_period"] or "")
+        sv = await saved(request, page, rec)
+        personas = [*sv.personas, *([mp["persona"]] if mp["persona"] and mp["persona"] not in sv.personas else [])]
+        others = [*sv.personas, *([x] if (x := mp["compare_persona"]) and x not in sv.personas else [])]
+        page.field("persona", "Persona", mp["persona"] or "", "select", [("", "all"), *personas])
+        if sv.cohorts or mp["segment"]:
+            page.field("segment", "Cohort", mp["segment"] or "", "select",
+                       [("", "all"), *sv.cohorts, *([mp["segment"]] if mp["segment"] not in (None, *sv.cohorts) else [])])
+        page.field("period", "Period", mp["period"] or "", suggestions=sv.months)
+        page.field("compare_persona", "Compare with persona", mp["compare_persona"] or "", "select",
+                   [("", "–"), *others])
+        if sv.cohorts or mp["compare_segment"]:
+            page.field("compare_segment", "Compare with cohort", mp["compare_segment"] or "", "select",
+                       [("", "–"), *sv.cohorts,
+                        *([mp["compare_segment"]] if mp["compare_segment"] not in (None, *sv.cohorts) else [])])
+        page.field("compare_period", "Compare with period", mp["compare_period"] or "", suggestions=sv.months)
+        if not sv.personas:
+            page.note("No saved personas: run `journeylens personas --save` (or ws.save_personas) to pick one here.")
         done = await compute(request, page, rec, "map", mp)
         if done is None:
             return
@@ -778,6 +872,72 @@ def mount(app: FastAPI) -> None:
 
 
 # ============================================================================ small helpers
+def _stage_breakdown_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per breakdown value of a stage funnel: units per stage and the share reaching the last."""
+    rows = []
+    for b in d["breakdown"]["values"]:
+        row: dict[str, Any] = {"value": b["value"], "units": b["total_units"]}
+        row.update({s["stage"]: s["people"] for s in b["stages"]})
+        if b["stages"]:
+            row["conversion to last stage"] = b["stages"][-1]["conversion_from_start"]
+        rows.append(row)
+    return rows
+
+
+def _interval(lo: Any, hi: Any) -> str:
+    return "–" if lo is None or hi is None else f"{float(lo):.1%} – {float(hi):.1%}"
+
+
+def _p(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.3g}"
+
+
+def _experiment_blocks(page: Page, done: Computed) -> None:
+    """Cards, status, SRM check, per-variant table and chart of an experiment readout."""
+    d = done.data
+    variants = d.get("variants", [])
+    srm = d.get("srm")
+    page.cards([("Status", "ok" if d["status"] == "ok" else "not enough data", "experiment-status"),
+                ("Control", d.get("control"), "experiment-control"),
+                (f"{str(d.get('unit', 'person')).capitalize()}s", sum(int(v["units"]) for v in variants),
+                 "experiment-units"),
+                ("Mixed (left out)", d.get("mixed_units"), "experiment-mixed"),
+                (f"Needed per variant for +{float(d.get('mde') or 0):.0%}", d.get("units_needed"),
+                 "experiment-needed")])
+    if d["status"] != "ok":
+        reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in d.get("reasons", []))
+        page.html("<div class='notice warn' data-testid='experiment-not-enough'><b>Not enough data</b> — the "
+                  f"numbers are shown, but draw no conclusion:<ul>{reasons}</ul></div>")
+    page.html(f"<p class='verdict' data-testid='experiment-verdict'>{html.escape(str(d.get('verdict', '')))}</p>")
+    if srm is not None:
+        observed, expected = srm.get("observed") or {}, srm.get("expected") or {}
+        parts = ", ".join(f"{html.escape(str(k))} {_fmt(observed.get(k))} (expected {_fmt(expected.get(k))})"
+                          for k in observed)
+        state = "mismatch" if srm.get("mismatch") else "ok"
+        label = ("sample-ratio mismatch: fix the assignment before reading the result" if srm.get("mismatch")
+                 else "the split matches the expected one")
+        page.html(f"<div class='notice srm {state}' data-testid='experiment-srm' data-state='{state}' "
+                  f"data-p='{srm.get('p_value')}'><b>Sample-ratio check</b>: {label} (χ² = "
+                  f"{float(srm.get('chi2') or 0):.2f}, p = {_p(srm.get('p_value'))}). {parts}</div>")
+    conf = float(d.get("confidence") or 0.95)
+    rows = []
+    for v in variants:
+        t = v.get("test") or {}
+        c = v.get("cuped") or {}
+        row = {"variant": v["variant"] + (" (control)" if v.get("is_control") else ""), "units": v["units"],
+               "conversions": v["conversions"], "rate": f"{float(v['rate']):.2%}",
+               f"rate {conf:.0%} CI": _interval(v.get("lower"), v.get("upper")),
+               "relative lift": "–" if t.get("lift") is None else f"{float(t['lift']):+.1%}",
+               f"lift {conf:.0%} CI": _interval(t.get("lift_lower"), t.get("lift_upper")),
+               "p-value": _p(t.get("p_value"))}
+        if d.get("cuped_covariate"):
+            row["CUPED difference"] = "–" if c.get("difference") is None else f"{float(c['difference']):+.2%}"
+            row["CUPED p-value"] = _p(c.get("p_value"))
+        rows.append(row)
+    page.table("Variants", rows, testid="experiment-table")
+    page.chart(done.figure, "experiment-chart", f"Conversion per variant with {conf:.0%} intervals")
+
+
 async def _form(request: Request) -> dict[str, str]:
     raw = (await request.body())[:100_000].decode("utf-8", errors="replace")
     return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
