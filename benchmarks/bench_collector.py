@@ -7,8 +7,10 @@ connection (``http.client``); it sends a request, waits for the answer, sends
 the next. Request bodies are serialised before the clock starts: batches of B
 events to ``/v1/batch``, every ``--single-every``-th request a single event to
 ``/v1/track``. Non-200 answers are retried with the same body (same
-messageIds). At the end the server is stopped and the stored message ids are
-compared with the acknowledged ones (zero lost, zero duplicated).
+messageIds). Before the clock starts, ``--warmup`` seconds (default 5) of batches with ids
+``warm-...`` (not counted) start the validation workers, which start with their thread's first
+group. At the end the server is stopped and the stored message ids are compared with the
+acknowledged ones (zero lost, zero duplicated).
 
 Reported: events/s acknowledged, p50/p99/max acknowledgement latency, the
 server's peak RSS, and the CPU seconds used by the server and by the load
@@ -145,6 +147,30 @@ def client_main(n: int, port: int, key: str, args: Any, ready: Any, go: Any, end
     out.put({"client": n, "acked_requests": acked, "latencies": latencies, "statuses": statuses, "cpu": cpu})
 
 
+def warm(port: int, key: str, seconds: float) -> None:
+    """Send batches of 100 events (messageIds ``warm-...``) for ``seconds`` from two connections."""
+    headers = {"Content-Type": "application/json", "Authorization": "Basic " + b64encode(f"{key}:".encode()).decode()}
+    end = time.monotonic() + seconds
+
+    def one(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = 0
+        while time.monotonic() < end:
+            data = ('{"batch":[' + ",".join(message(c, i, j).replace('"messageId":"', '"messageId":"warm-')
+                                            for j in range(100)) + "]}").encode()
+            conn.request("POST", "/v1/batch", data, headers)
+            conn.getresponse().read()
+            i += 1
+        conn.close()
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(0.5)
+
+
 def expected_ids(client: int, requests: int, batch: int, single_every: int) -> list[str]:
     return [f"c{client}-{i}-{j}" for i in range(requests) for j in range(request_size(i, batch, single_every))]
 
@@ -159,6 +185,11 @@ def main() -> None:
     p.add_argument("--prebuild", type=int, default=0,
                    help="requests serialised per client before the clock starts (default: enough for 25,000 events/s)")
     p.add_argument("--profile", default="", help="record the server with py-spy into this file (raw flame format)")
+    p.add_argument("--warmup", type=float, default=5.0,
+                   help="seconds of batches (ids 'warm-...', not counted) before the clock starts, so the "
+                        "validation workers, which start with their thread's first group, are running")
+    p.add_argument("--profile-gil", action="store_true",
+                   help="with --profile: sample only the thread holding the GIL (where Python CPU goes)")
     p.add_argument("--db", default="", help="DuckDB file (default: a fresh one in a temp folder)")
     args = p.parse_args()
     if not args.prebuild:
@@ -188,7 +219,7 @@ def main() -> None:
                 peak[0] = max(peak[0], _rss_kib(pid) + sum(_rss_kib(k) for k in _children(pid)))
             time.sleep(0.2)
 
-    time.sleep(1.0)  # the validation worker has started
+    warm(srv.port, keys["wa"], args.warmup)
     kids = _children(pid)
     cpu0 = _cpu_seconds(pid)
     kids0 = sum(_cpu_seconds(k) for k in kids)
@@ -198,7 +229,7 @@ def main() -> None:
     sampling = threading.Thread(target=sampler)
     sampling.start()
     spy = (subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate", "50",
-                             "--threads", "--format", "raw", "--output", args.profile],
+                             "--threads", "--format", "raw", "--output", args.profile, *(["--gil"] if args.profile_gil else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if args.profile else None)
     go.set()
     results = [out.get() for _ in procs]
@@ -220,7 +251,7 @@ def main() -> None:
     from journeylens.store.duckdb import DuckDBStore
 
     store = DuckDBStore(db)
-    ids = [r[0] for r in store.query("SELECT message_id FROM events")]
+    ids = [r[0] for r in store.query("SELECT message_id FROM events WHERE message_id NOT LIKE 'warm-%'")]
     store.close()
     acked: set[str] = set()
     for r in results:

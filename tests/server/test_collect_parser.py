@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from journeylens.ingest import live
 from journeylens.ingest.convert import Duck
 from journeylens.ingest.readers import ParsedLines, build_segment
 from journeylens.ingest.validate import Validator
@@ -176,3 +179,109 @@ def _duck() -> Duck:
     if not _DUCK:
         _DUCK.append(Duck("UTC"))
     return _DUCK[0]
+
+
+# ------------------------------------------------------------------ the columnar live mapping
+def _reference(messages: list[dict[str, Any]], now: datetime) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The collector's validation as the import path does it: build_segment + Validator, every check."""
+    records = [(g, m, m) for g, m in enumerate(messages)]
+    checked = Validator("events", workspace="W", source="http", tz="UTC", received_at=now, now=now,
+                        duck=_duck()).validate(build_segment(ParsedLines(records, [], 0, [])))
+    q = checked.quarantined
+    return checked.accepted.to_pylist(), list(zip(q.column("line").to_pylist(), q.column("field").to_pylist(),
+                                                  q.column("reason").to_pylist(), q.column("raw").to_pylist(),
+                                                  strict=True))
+
+
+def _exact(a: Any, b: Any) -> bool:
+    """Equal, with floats compared by sign too (-0.0 is not 0.0)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_exact(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_exact(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    return type(a) is type(b) and bool(a == b)
+
+
+_ts_texts = st.sampled_from(["2024-01-01T00:00:00Z", "2024-05-31T23:59:59.5+02:00", "2024-05-01T10:00:00.123456",
+                             "2024-05-01T10:00:00.1234567Z", "2024-05-01T10:00:00+05:99", "2024-05-01T10:00:00.25Z", "2024-02-30T00:00:00Z",
+                             "1989-12-31T23:59:59Z", "2024-07-01T00:00:00-00:30", " 2024-05-01T10:00:00Z",
+                             "2024-05-01 10:00:00", "2024-05-01T24:00:00Z", "yesterday", "", "1714557600"])
+_numbers_or_text = (st.floats() | st.integers(-(2**60), 2**60) | st.sampled_from([0, 0.0, -0.0, 2**53, "12.5", "lots",
+                                                                                  True, None, "", [1]]))
+_live_message = st.fixed_dictionaries(
+    {"type": st.sampled_from(["track", "page", "identify", "group", "alias", "screen", "Track ", "bogus"]),
+     "userId": st.sampled_from(["u1", "u2", " u3 "]), "messageId": st.text(min_size=1, max_size=6)},
+    optional={"event": st.text(max_size=8) | _json, "anonymousId": st.text(max_size=5), "name": _json,
+              "timestamp": _ts_texts | _json, "originalTimestamp": _ts_texts, "sentAt": _ts_texts,
+              "receivedAt": _ts_texts, "properties": st.dictionaries(
+                  st.sampled_from(["revenue", "total", "currency", "touchpoint", "channel", "url", "referrer", "x"]),
+                  _numbers_or_text | _json, max_size=5) | _json,
+              "context": st.fixed_dictionaries({}, optional={
+                  "campaign": st.dictionaries(st.sampled_from(["source", "medium", "name", "content", "term"]),
+                                              _json, max_size=3) | _json,
+                  "page": st.dictionaries(st.sampled_from(["url", "referrer"]), _json, max_size=2) | _json,
+                  "groupId": _json, "traits": _json}) | _json,
+              "traits": st.dictionaries(st.text(max_size=3), _json | st.floats(), max_size=3) | _json,
+              "groupId": st.text(max_size=5) | _json, "previousId": st.text(max_size=5) | _json},
+)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_live_message, min_size=1, max_size=12))
+def test_columnar_live_mapping_validates_exactly_like_build_segment(messages: list[dict[str, Any]]) -> None:
+    """validate_messages (columnar mapping, typed ts/received_at/revenue, JSON checks skipped for objects it
+    serialised) accepts and quarantines exactly like build_segment + Validator with every DuckDB check."""
+    now = NOW
+    chunk = live.live_chunk([dict(m) for m in messages])
+    assert chunk is not None
+    ref_rows, ref_rejected = _reference([dict(m) for m in messages], now)
+    got = live.validate_messages([dict(m) for m in messages], "W", now, _duck())
+    assert _exact(got.accepted.to_pylist(), ref_rows)
+    assert got.rejected == ref_rejected
+    assert got.accepted_items == [g for g in range(len(messages)) if g not in {r[0] for r in ref_rejected}]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53) + 1, 2**53 - 1),
+                min_size=1, max_size=20))
+def test_typed_revenue_equals_duckdb_parsing_the_text(values: list[Any]) -> None:
+    msgs = [{"type": "track", "event": "e", "userId": "u", "messageId": f"m{i}", "properties": {"revenue": v}}
+            for i, v in enumerate(values)]
+    chunk = live.live_chunk(msgs)
+    assert chunk is not None
+    ref_rows, ref_rejected = _reference(msgs, NOW)
+    got = live.validate_messages(msgs, "W", NOW, _duck())
+    assert _exact(got.accepted.to_pylist(), ref_rows) and got.rejected == ref_rejected
+
+
+def test_naive_times_are_left_to_the_connection_time_zone() -> None:
+    """Replay validates in the --tz connection: naive texts must be read there, as the import path does."""
+    msgs = [{"type": "track", "event": "e", "userId": "u", "messageId": "n1", "timestamp": "2024-05-01T10:00:00"},
+            {"type": "track", "event": "e", "userId": "u", "messageId": "n2", "timestamp": "2024-05-01T10:00:00Z"}]
+    chunk = live.live_chunk(msgs)
+    assert chunk is not None and chunk[0].columns["ts"].type == pa.string()
+    berlin = Duck("Europe/Berlin")
+    try:
+        got = live.validate_messages([dict(m) for m in msgs], "W", NOW, berlin)
+        records = [(g, m, m) for g, m in enumerate(msgs)]
+        ref = Validator("events", workspace="W", source="http", tz="UTC", received_at=NOW, now=NOW,
+                        duck=berlin).validate(build_segment(ParsedLines(records, [], 0, [])))
+    finally:
+        berlin.close()
+    assert got.accepted.to_pylist() == ref.accepted.to_pylist()
+    ts = got.accepted.column("ts").to_pylist()
+    assert ts[0] != ts[1]  # 10:00 in Berlin is 08:00 UTC
+
+
+def test_live_mapping_declines_what_build_segment_expands() -> None:
+    assert live.live_chunk([{"type": "track", "batch": [{"event": "x"}]}]) is None
+    ok = live.live_chunk([{"type": "track", "event": "x", "userId": "u", "messageId": "1",
+                           "timestamp": "2024-05-01T10:00:00.5+02:00", "receivedAt": "2024-05-01T10:00:01Z",
+                           "properties": {"revenue": 2.5, "n": float("inf")}, "traits": {"a": 1}}])
+    assert ok is not None
+    chunk, known = ok
+    assert chunk.columns["ts"].type == pa.timestamp("us", tz="UTC")
+    assert chunk.columns["revenue"].type == pa.float64()
+    assert known == frozenset({"traits"})  # properties hold Infinity: checked by DuckDB

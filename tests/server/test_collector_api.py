@@ -205,6 +205,22 @@ def test_cors_preflight(live: Live) -> None:
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] in ("*", "https://shop.example")
 
 
+def test_tracking_posts_take_the_direct_route_with_cors_and_the_schema_stays(live: Live) -> None:
+    """POST /v1/<endpoint> is answered by the direct ASGI route (same handler): CORS headers for browser
+    calls, 404/405 for what is no tracking call, and the routes stay in the OpenAPI schema."""
+    srv, keys = live
+    m = _mid()
+    r = _post(srv, "/v1/track", {"event": "cors", "userId": "u-cors", "messageId": m}, keys["wa"],
+              headers={"Origin": "https://shop.example"})
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    assert r.headers["access-control-allow-origin"] in ("*", "https://shop.example")
+    assert _count(srv, "A", [m]) == 1
+    assert _post(srv, "/v1/nothing", {"event": "x"}, keys["wa"]).status_code == 404
+    assert httpx.get(srv.url + "/v1/track", timeout=30).status_code == 405
+    paths = httpx.get(srv.url + "/openapi.json", timeout=30).json()["paths"]
+    assert {"/v1/track", "/v1/batch", "/v1/b"} <= set(paths) and "post" in paths["/v1/batch"]
+
+
 def test_pixel_records_and_answers_a_gif(live: Live) -> None:
     srv, keys = live
     m = _mid()

@@ -314,3 +314,44 @@ def test_invoked_command_skips_global_options() -> None:
     assert _invoked_command(["--db=x.duckdb", "keys", "list"]) == "keys"
     assert _invoked_command(["--help"]) is None
     assert COMMAND_MODULES["retention"] == "retention" and COMMAND_MODULES["purge"] == "serve"
+
+
+# ------------------------------------------------------------------ depth check short cut
+def _nest(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for i in range(depth):
+        value = {"k": value} if i % 2 else [value, "{[{["]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values | st.integers(0, 80).map(_nest) | st.integers(0, 80).map(lambda d: _nest(d, "[[[{{{")),
+       st.integers(0, 70))
+def test_too_deep_decides_like_the_walk(value: Any, limit: int) -> None:
+    assert live.too_deep(value, limit) == live.depth_exceeds(value, limit)
+
+
+def test_too_deep_at_the_limits() -> None:
+    for d in (63, 64, 65, 66, 300):
+        v = _nest(d)
+        assert live.too_deep(v, live.MAX_DEPTH) == live.depth_exceeds(v, live.MAX_DEPTH) == (d > live.MAX_DEPTH)
+
+
+def test_collector_only_process_runs_duckdb_on_one_thread(tmp_path: Path) -> None:
+    """Group inserts are small: the collector alone sets DuckDB to one thread; with the query API and the
+    dashboard in the process (create_server) DuckDB keeps one thread per core; a setting wins over both."""
+    from fastapi.testclient import TestClient
+
+    from journeylens.server.app import CollectorSettings, create_app
+    from journeylens.server.site import create_server
+
+    def threads(app: Any) -> int:
+        with TestClient(app):
+            return int(app.state.collector.writer.run_sync(lambda s: s.query("SELECT current_setting('threads')"))[0][0])
+
+    assert threads(create_app(str(tmp_path / "a.duckdb"), CollectorSettings(validate_workers=0))) == 1
+    import duckdb
+
+    default = int(duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
+    assert threads(create_server(str(tmp_path / "b.duckdb"), CollectorSettings(validate_workers=0))) == default
+    assert threads(create_app(str(tmp_path / "c.duckdb"), CollectorSettings(validate_workers=0, duckdb_threads=2))) == 2

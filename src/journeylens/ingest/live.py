@@ -22,11 +22,13 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib
 import ipaddress
 import json
 import marshal
+import math
 import os
 import pickle
 import re
@@ -36,9 +38,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -46,8 +48,8 @@ import pyarrow as pa
 
 from journeylens import schema
 from journeylens.ingest import segment
-from journeylens.ingest.convert import Duck
-from journeylens.ingest.readers import ParsedLines, build_segment, cap, row_json
+from journeylens.ingest.convert import TS_TYPE, Duck
+from journeylens.ingest.readers import ParsedLines, RawChunk, build_segment, cap, row_json
 from journeylens.ingest.validate import Validator
 
 try:  # optional speed-up (pip install orjson); every result is the stdlib's or checked against it
@@ -251,6 +253,21 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def too_deep(value: Any, limit: int) -> bool:
+    """:func:`depth_exceeds`, answered False at once when orjson's text of ``value`` holds at most ``limit``
+    ``{``/``[`` bytes (each list/object writes one, so there are at most that many containers and no chain
+    of ``limit + 1``): the usual message costs one C call instead of a Python walk."""
+    if _orjson is not None:
+        try:
+            out = _orjson.dumps(value)
+        except TypeError:  # nested beyond orjson's limit, huge integers, lone surrogates: walk
+            pass
+        else:
+            if out.count(b"{") + out.count(b"[") <= limit:
+                return False
+    return depth_exceeds(value, limit)
+
+
 def _size(msg: Any, limit: int) -> tuple[int, bool]:
     """(UTF-8 size of the compact JSON as ``json.dumps(ensure_ascii=False)`` writes it, has lone
     surrogates).
@@ -316,7 +333,7 @@ def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
     top_key = payload.get("writeKey")
     if isinstance(top_key, str) and top_key:
         keys.add(top_key)
-    if kind != "batch" and depth_exceeds(payload, MAX_DEPTH + 2):
+    if kind != "batch" and too_deep(payload, MAX_DEPTH + 2):
         raise BadRequest("too_deep", f"the body is nested deeper than {MAX_DEPTH} levels")
     if kind == "batch":
         batch = payload.get("batch")
@@ -327,7 +344,7 @@ def prepare(payload: Any, endpoint: str, received: datetime, limits: Limits,
         items = [payload]
     received_iso = iso(received)
     for index, msg in enumerate(items):
-        if depth_exceeds(msg, MAX_DEPTH):
+        if too_deep(msg, MAX_DEPTH):
             out.quarantined.append((index, None, TOO_DEEP, f"<message nested deeper than {MAX_DEPTH} levels>"))
             continue
         if not isinstance(msg, dict):
@@ -380,6 +397,187 @@ def message_ids_of(msg: dict[str, Any]) -> list[str]:
     return ids
 
 
+# ---------------------------------------------------------------- the live mapping, columnar
+_ROW_COLUMNS = ("message_id", "ts", "received_at", "type", "event", "anonymous_id", "user_id", "account_id",
+                "previous_id", "touchpoint", "channel", "utm_source", "utm_medium", "utm_campaign", "utm_content",
+                "utm_term", "url", "referrer", "revenue", "currency", "properties", "traits")
+"""The columns of :func:`journeylens.ingest.segment.to_row`, in its order."""
+_NO_CONTEXT: dict[str, Any] = {}
+_ISO_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)")
+"""ISO texts with a zone that :meth:`datetime.fromisoformat` and DuckDB's ``TIMESTAMPTZ`` cast read alike:
+anything else (naive texts, which DuckDB reads in the connection's time zone; any text Python refuses)
+leaves the column to the validator's DuckDB parser."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_EXACT = 2**53
+
+
+def _text(v: Any) -> str | None:
+    """:func:`journeylens.ingest.segment.text` (``json.dumps`` prints ints and finite floats with their
+    ``__repr__``)."""
+    if v is None:
+        return None
+    t = type(v)
+    if t is str:
+        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return int.__repr__(v)
+    if t is float and math.isfinite(v):
+        return float.__repr__(v)
+    return segment.dumps(v)
+
+
+def _first(*values: Any) -> Any:
+    for v in values:
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def _timestamps(values: Sequence[str | None]) -> pa.Array | None:
+    """``values`` as ``timestamp[us, UTC]`` when every present one is an :data:`_ISO_TS` text Python
+    parses; None otherwise."""
+    cache: dict[str, int] = {}
+    out: list[int | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        us = cache.get(v)
+        if us is None:
+            if not _ISO_TS.fullmatch(v):
+                return None
+            try:
+                us = (datetime.fromisoformat(v) - _EPOCH) // _US
+            except (ValueError, OverflowError):
+                return None
+            cache[v] = us
+        out.append(us)
+    return pa.array(out, pa.int64()).cast(TS_TYPE)
+
+
+_US = timedelta(microseconds=1)
+
+
+def _numbers(values: Sequence[Any]) -> pa.Array | None:
+    """``values`` as float64 when every present one is a finite non-zero float or an int below 2^53 (their
+    text parses to exactly that double); None otherwise."""
+    for v in values:
+        t = type(v)
+        if v is None or (t is float and math.isfinite(v) and v != 0.0) or (t is int and -_MAX_EXACT < v < _MAX_EXACT):
+            continue
+        return None
+    return pa.array(values, pa.float64())
+
+
+def live_chunk(messages: list[dict[str, Any]]) -> tuple[RawChunk, frozenset[str]] | None:
+    """The :class:`~journeylens.ingest.readers.RawChunk` that ``build_segment`` gives for ``messages``
+    (each its own record, raw = the message), built column by column, or None when it does not apply
+    (a message that is no object or holds a ``batch`` list: ``build_segment`` expands those).
+
+    Values are those of :func:`journeylens.ingest.segment.to_row`; ``ts``/``received_at`` come as UTC
+    timestamps when :func:`_timestamps` reads them all, ``revenue`` as float64 when :func:`_numbers`
+    does (the validator converts typed columns without DuckDB, to the same values). Second: the JSON
+    columns whose every value was serialised here from an object without ``NaN``/``Infinity`` (valid
+    JSON objects: the validator need not check them)."""
+    n = len(messages)
+    rows: list[tuple[Any, ...]] = []
+    props_ok = traits_ok = True
+    dumps = segment.dumps
+    for msg in messages:
+        if type(msg) is not dict or type(msg.get("batch")) is list:
+            return None
+        g = msg.get
+        kind_raw = g("type")
+        kind = kind_raw.strip().lower() if type(kind_raw) is str else None
+        props = g("properties")
+        context = g("context")
+        if type(context) is not dict:
+            context = _NO_CONTEXT
+        campaign = context.get("campaign")
+        if type(campaign) is not dict:
+            campaign = _NO_CONTEXT
+        page = context.get("page")
+        if type(page) is not dict:
+            page = _NO_CONTEXT
+        if kind in ("page", "screen"):
+            event = _first(g("name"), kind)
+        elif kind in ("identify", "group", "alias"):
+            event = kind
+        else:
+            event = g("event")
+        if kind == "identify":
+            traits = _first(g("traits"), context.get("traits"))
+        elif kind == "group":
+            traits = g("traits")
+        else:
+            traits = None
+        if traits is None:
+            traits_text = None
+        elif type(traits) is dict:
+            traits_text = dumps(traits)
+            if traits_ok and ("NaN" in traits_text or "Infinity" in traits_text):
+                traits_ok = False
+        else:
+            traits_ok = False
+            traits_text = _text(traits)
+        if type(props) is dict:
+            p = props.get
+            touch, channel, url, referrer, currency = (p("touchpoint"), p("channel"), p("url"), p("referrer"),
+                                                       p("currency"))
+            revenue = _first(p("revenue"), p("total"))
+            props_text: str | None = dumps(props)
+            if props_ok and ("NaN" in props_text or "Infinity" in props_text):  # type: ignore[operator]
+                props_ok = False
+        else:
+            touch = channel = url = referrer = currency = revenue = None
+            if props is not None:
+                props_ok = False
+            props_text = _text(props)
+        rows.append((
+            _text(g("messageId")),
+            _text(_first(g("timestamp"), g("originalTimestamp"), g("sentAt"))),
+            _text(g("receivedAt")),
+            _text(kind_raw),
+            _text(event),
+            _text(g("anonymousId")),
+            _text(g("userId")),
+            _text(g("groupId") if kind == "group" else context.get("groupId")),
+            _text(g("previousId")),
+            _text(touch),
+            _text(channel),
+            _text(campaign.get("source")),
+            _text(campaign.get("medium")),
+            _text(campaign.get("name")),
+            _text(campaign.get("content")),
+            _text(campaign.get("term")),
+            _text(_first(page.get("url"), url)),
+            _text(_first(page.get("referrer"), referrer)),
+            revenue,
+            _text(currency),
+            props_text,
+            traits_text,
+        ))
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in _ROW_COLUMNS]
+    columns: dict[str, pa.Array] = {}
+    for name, col in zip(_ROW_COLUMNS, values, strict=True):
+        if name == "ts" or name == "received_at":
+            typed = _timestamps(col)
+            columns[name] = typed if typed is not None else pa.array(col, pa.string())
+        elif name == "revenue":
+            typed = _numbers(col)
+            columns[name] = typed if typed is not None else pa.array([_text(v) for v in col], pa.string())
+        else:
+            columns[name] = pa.array(col, pa.string())
+
+    def raw(indices: Sequence[int]) -> list[str]:
+        return [cap(row_json(messages[int(i)])) for i in indices]
+
+    chunk = RawChunk(n=n, columns=columns, folded=None, lines=np.arange(n, dtype=np.int64), bytes_done=0, raw=raw)
+    return chunk, frozenset(k for k, ok in (("properties", props_ok), ("traits", traits_ok)) if ok)
+
+
 @dataclass
 class Checked:
     """Prepared messages of one workspace after mapping and validation."""
@@ -395,11 +593,20 @@ class Checked:
 def validate_messages(messages: list[dict[str, Any]], workspace: str, now: datetime, duck: Duck,
                       received_at: datetime | None = None) -> Checked:
     """Map prepared messages exactly as a Segment JSON-lines import does and validate them
-    (source ``http``); every message ends accepted or rejected with the first failing check."""
-    records: list[Any] = [(g, msg, msg) for g, msg in enumerate(messages)]
-    chunk = build_segment(ParsedLines(records, [], 0, []))  # raw: the message (not line bytes)
+    (source ``http``); every message ends accepted or rejected with the first failing check.
+
+    The mapping is :func:`live_chunk` (the rows of
+    :func:`~journeylens.ingest.readers.build_segment`, some columns already typed) when it
+    applies, else ``build_segment`` itself."""
+    fast = live_chunk(messages)
+    if fast is not None:
+        chunk, known_objects = fast
+    else:
+        records: list[Any] = [(g, msg, msg) for g, msg in enumerate(messages)]
+        chunk = build_segment(ParsedLines(records, [], 0, []))  # raw: the message (not line bytes)
+        known_objects = frozenset()
     validator = Validator("events", workspace=workspace, source="http", tz="UTC",
-                          received_at=received_at or now, now=now, duck=duck)
+                          received_at=received_at or now, now=now, duck=duck, known_objects=known_objects)
     checked = validator.validate(chunk)
     bad = checked.quarantined
     lines = [int(g) for g in bad.column("line").to_pylist()]
@@ -459,6 +666,10 @@ def validation_worker_main() -> None:
     sys.stdout = sys.stderr  # nothing else may write to the answer pipe
     duck = Duck("UTC")
     duck.con.execute("SET threads = 1")
+    # as the server (CollectorSettings.tune_gc): the ~100,000 objects of the imports are never walked again,
+    # and collections run less often (a group allocates ~10 objects per message, none in cycles)
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     _write_frame(stdout, pickle.dumps(("ready",)))
     while True:
         try:

@@ -18,7 +18,8 @@ calls (key/link/forget operations). Threads form a pipeline:
   meanwhile the next thread gathers the next group, so the workers run side by
   side on whole groups and group sizes follow the load. Without a ready
   worker the thread validates itself (same functions).
-* the *commit* thread, holding the store, inserts in ONE DuckDB transaction
+* the *commit* thread, holding the store (DuckDB on ``duckdb_threads`` threads: the app sets 1 when the
+  process serves only the collector), inserts in ONE DuckDB transaction
   the events whose ``(workspace, message_id)`` is new and all quarantine rows,
   and only after COMMIT resolves each request's future with its counts.
 
@@ -42,6 +43,7 @@ starts a rebuild at most every ``identity_every`` seconds and at least
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 import time
@@ -198,9 +200,12 @@ class Writer:
 
     def __init__(self, db: str, *, max_wait: float = 0.010, max_events: int = 5000,
                  max_queue: int = 100_000, identity_every: float = 2.0, validate_workers: int = 2,
-                 checkpoint_mb: int = 128,
+                 checkpoint_mb: int = 128, duckdb_threads: int = 0,
                  on_open: Callable[[DuckDBStore], None] | None = None) -> None:
         self.db = db
+        self.duckdb_threads = duckdb_threads
+        """DuckDB ``threads`` of the database instance (0: DuckDB's default, one per core). Group inserts
+        are small: on one thread a commit costs about half the CPU (no worker threads to wake)."""
         self.validate_workers = validate_workers
         self.checkpoint_mb = checkpoint_mb
         self._gathering = threading.Lock()  # one validate thread gathers at a time
@@ -303,6 +308,8 @@ class Writer:
                 # DuckDB checkpoints when the WAL reaches this size; at 16 MB (its default) a busy
                 # collector rewrites the table's open row group every few seconds inside a COMMIT
                 store.raw.execute(f"SET checkpoint_threshold = '{int(self.checkpoint_mb)}MB'")
+            if self.duckdb_threads > 0:
+                store.raw.execute(f"SET threads = {int(self.duckdb_threads)}")
             if self.on_open is not None:
                 self.on_open(store)
             self.index.load(store)
@@ -613,10 +620,16 @@ class Writer:
                     identity_ws.add(ws)
                 tables.append(acc)
                 hash_parts.append(hashes)
-        events = pa.concat_tables(tables) if tables else schema.EVENTS.arrow_schema().empty_table()
+        events = pa.concat_tables(tables) if tables else _schema("events").empty_table()
         all_hashes = np.concatenate(hash_parts) if hash_parts else np.empty(0, dtype=np.uint64)
-        quarantine = pa.Table.from_pylist(q_rows, schema=schema.QUARANTINE.arrow_schema())
+        quarantine = pa.Table.from_pylist(q_rows, schema=_schema("quarantine"))
         return events, all_hashes, quarantine, owners, identity_ws
+
+
+@functools.cache
+def _schema(table: str) -> pa.Schema:
+    """The Arrow schema of a canonical table, built once (not per group)."""
+    return schema.TABLES[table].arrow_schema()
 
 
 def _qrow(job: Job, index: int, fld: str | None, reason: str, raw: str | None) -> dict[str, Any]:
