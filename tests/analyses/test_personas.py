@@ -110,7 +110,7 @@ def test_labels_descriptions_and_funnels(shop_personas: PersonaResult, demo_shop
     # the bargain hunters' persona is the young, low-income, mobile one
     bargain = max(r.personas, key=lambda p: truth.reindex(r.members(p.key)).eq("bargain_hunter").mean())
     feats = {f.feature: f for f in bargain.top_features}
-    assert "trait:income_band=low" in feats and feats["trait:income_band=low"].lift > 2
+    assert "trait:income_band=low" in feats and (feats["trait:income_band=low"].lift or 0) > 2
     d = r.to_dict()
     json.dumps(d)
     assert len(r.to_pandas()) == 5 and r.figure() is not None
@@ -258,3 +258,62 @@ def test_cli_personas(demo_shop: Any, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "bad.yaml:3" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+# ============================================================================ speed (issue 8)
+def _trait_columns_elementwise(raw: pd.DataFrame, ids: list[str], min_count: int) -> list[tuple[str, np.ndarray]]:
+    """The former element-wise formulas of ``_trait_columns`` (an oracle for the vectorised one)."""
+    from journeylens.analyses.personas import LIST_SEPARATOR, OTHER, _is_number
+
+    out: list[tuple[str, np.ndarray]] = []
+    frame = raw.reindex(list(ids))
+    for key in sorted(raw.columns):
+        series = frame[key]
+        present = series.dropna().astype(str)
+        if present.empty:
+            continue
+        if all(_is_number(v) for v in present):
+            out.append((key, pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)))
+            continue
+        if present.str.contains(LIST_SEPARATOR, regex=False).any():
+            items = series.map(lambda v: tuple(x.strip() for x in str(v).split(LIST_SEPARATOR) if x.strip())
+                               if isinstance(v, str) else None)
+            counts = pd.Series([x for t in items.dropna() for x in t]).value_counts()
+            for item in sorted(counts[counts >= min_count].index):
+                out.append((f"{key}~{item}", items.map(lambda t, it=item: np.nan if t is None else float(it in t))
+                            .to_numpy(dtype=float)))
+            continue
+        counts = present.value_counts()
+        kept = set(counts[counts >= min_count].index)
+        folded = series.map(lambda v, kept=kept: v if not isinstance(v, str) or v in kept else OTHER)
+        for value in sorted(set(folded.dropna())):
+            out.append((f"{key}={value}", folded.map(lambda v, val=value: np.nan if not isinstance(v, str)
+                                                     else float(v == val)).to_numpy(dtype=float)))
+    return out
+
+
+def test_vectorised_trait_columns_equal_the_elementwise_formulas(demo_shop: Any) -> None:
+    from journeylens.analyses.personas import LIST_SEPARATOR, _parse_traits, _trait_columns
+
+    rng = np.random.default_rng(3)
+    n = 400
+    ids = [f"p{i:03d}" for i in range(n)]
+    sep = LIST_SEPARATOR
+    raw = pd.DataFrame({
+        "traits.plan": rng.choice(np.array(["free", "pro", "team", "rare", None], dtype=object), n,
+                                  p=[0.4, 0.3, 0.2, 0.01, 0.09]),
+        "traits.tags": rng.choice(np.array([f"a{sep}b", "a", f"b{sep} c ", f"{sep}", None, "z"], dtype=object), n),
+        "traits.age": rng.choice(np.array(["23", "41", None], dtype=object), n),
+        "traits.rare": rng.choice(np.array(["x", "y", None], dtype=object), n, p=[0.005, 0.005, 0.99]),
+    }, index=ids)
+    with demo_shop.open() as ws:
+        pf = ws.people().select("person_id", "traits").to_pandas()
+    demo = _parse_traits(zip(pf["person_id"].astype(str), pf["traits"], strict=True), "traits")
+    for frame, frame_ids in ((raw, ids), (demo, sorted(demo.index))):
+        values, cols = _trait_columns(frame, frame_ids, 5)
+        oracle = _trait_columns_elementwise(frame, frame_ids, 5)
+        assert len(values) == len(oracle) > 0
+        for v, c, (name, o) in zip(values, cols, oracle, strict=True):
+            assert c.block == name.split("~")[0].split("=")[0]
+            np.testing.assert_array_equal(v, o)
+

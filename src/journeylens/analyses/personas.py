@@ -143,22 +143,36 @@ def _trait_columns(raw: pd.DataFrame, ids: Sequence[str], min_count: int
             values.append(pd.to_numeric(series, errors="coerce").to_numpy(dtype=float))
             cols.append(FeatureColumn(f"trait:{name}", key, "numeric", "traits", name))
             continue
+        # Vectorised (issue 8): one pass over the rows per key instead of one pandas ``map`` with a
+        # Python lambda per value; the columns are the same as the former element-wise formulas.
+        raw_values = series.to_numpy(dtype=object)
+        is_str = np.fromiter((isinstance(v, str) for v in raw_values), dtype=bool, count=len(raw_values))
         is_list = present.str.contains(LIST_SEPARATOR, regex=False).any()
         if is_list:
-            items = series.map(lambda v: tuple(x.strip() for x in str(v).split(LIST_SEPARATOR) if x.strip())
-                               if isinstance(v, str) else None)
-            counts = pd.Series([x for t in items.dropna() for x in t]).value_counts()
-            for item in sorted(counts[counts >= min_count].index):
-                col = items.map(lambda t, it=item: np.nan if t is None else float(it in t))
-                values.append(col.to_numpy(dtype=float))
+            items = [tuple(x.strip() for x in v.split(LIST_SEPARATOR) if x.strip()) if ok else None
+                     for v, ok in zip(raw_values, is_str, strict=True)]
+            counts = pd.Series([x for t in items if t is not None for x in t]).value_counts()
+            chosen = sorted(counts[counts >= min_count].index)
+            position = {item: j for j, item in enumerate(chosen)}
+            hot = np.zeros((len(items), len(chosen)))
+            hot[~is_str] = np.nan
+            for i, t in enumerate(items):
+                if t:
+                    for x in t:
+                        j = position.get(x)
+                        if j is not None:
+                            hot[i, j] = 1.0
+            for j, item in enumerate(chosen):
+                values.append(hot[:, j].copy())
                 cols.append(FeatureColumn(f"trait:{name}~{item}", key, "multihot", "traits", f"{name}: {item}"))
             continue
         counts = present.value_counts()
         kept = set(counts[counts >= min_count].index)
-        folded = series.map(lambda v, kept=kept: v if not isinstance(v, str) or v in kept else OTHER)
-        for value in sorted(set(folded.dropna())):
-            col = folded.map(lambda v, val=value: np.nan if not isinstance(v, str) else float(v == val))
-            values.append(col.to_numpy(dtype=float))
+        folded = raw_values.copy()
+        folded[is_str & ~pd.Series(raw_values).isin(kept).to_numpy()] = OTHER
+        for value in sorted(set(pd.Series(folded).dropna())):
+            col = np.where(is_str, (folded == value).astype(float), np.nan)
+            values.append(col)
             cols.append(FeatureColumn(f"trait:{name}={value}", key, "onehot", "traits", f"{name} = {value}"))
     return values, cols
 

@@ -310,13 +310,32 @@ def _as_array(v: Any) -> np.ndarray:
     return np.asarray(v, dtype=float)
 
 
-def _fit_log_params(nll: Callable[[np.ndarray], float], n_params: int) -> tuple[np.ndarray, float]:
-    """Minimise ``nll`` over log-parameters: BFGS from 0 (all parameters 1), then Nelder-Mead
-    with tight tolerances from the BFGS point; the better point wins."""
+POLISH_BOUND = 20.0
+"""The Powell polish keeps every log-parameter within ±POLISH_BOUND (or the BFGS point)."""
+
+
+def _fit_log_params(nll: Callable[[np.ndarray], float], n_params: int, *,
+                    polish_method: str = "Powell") -> tuple[np.ndarray, float]:
+    """Minimise ``nll`` over log-parameters: BFGS from 0 (all parameters 1), then a polish from
+    the BFGS point; the better point wins.
+
+    The polish is Powell's method (default). Until 0.9 it was Nelder-Mead with tight tolerances
+    (``polish_method="Nelder-Mead"``), which on large data sets whose BG/NBD optimum lies on the
+    a, b → ∞ ridge (no dropout heterogeneity) crawled along the ridge until its 40,000 function
+    evaluations ran out (19 s on the 1M-event demo; Powell: under 1 s). Both stop on the same
+    flat ridge; docs/clv.md states the tolerance between them, checked by
+    ``tests/analyses/test_value.py::test_powell_polish_matches_nelder_mead``."""
     start = np.zeros(n_params)
     best = optimize.minimize(nll, start, method="BFGS", options={"gtol": 1e-9, "maxiter": 2000})
-    polish = optimize.minimize(nll, best.x, method="Nelder-Mead",
-                               options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20_000, "maxfev": 40_000})
+    if polish_method == "Nelder-Mead":
+        polish = optimize.minimize(nll, best.x, method="Nelder-Mead",
+                                   options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20_000, "maxfev": 40_000})
+    else:
+        # Bounded: far along the ridge (parameters beyond e^20) the likelihood's differences of
+        # log-beta functions lose every significant digit and would look "better".
+        bounds = [(min(-POLISH_BOUND, v), max(POLISH_BOUND, v)) for v in best.x]
+        polish = optimize.minimize(nll, best.x, method="Powell", bounds=bounds,
+                                   options={"xtol": 1e-8, "ftol": 1e-12, "maxfev": 40_000})
     x, fun = (polish.x, polish.fun) if polish.fun <= best.fun else (best.x, best.fun)
     if not np.all(np.isfinite(x)) or not math.isfinite(fun):
         raise InvalidParameterError("the model fit did not converge", hint="check the RFM data or add a penalizer")
@@ -330,6 +349,34 @@ def _aggregate(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype(float)
 
 
+class _BetaGeoTerms:
+    """:meth:`BetaGeoModel.log_likelihood_terms` for fixed (x, t_x, T) rows, fast: the special
+    functions and logarithms are evaluated once per distinct x, t_x and T (a few dozen to a few
+    hundred values) and gathered, instead of once per row. Every element is computed with the
+    same operations in the same order, so the terms are bit-for-bit those of the plain formula
+    (``tests/analyses/test_value.py::test_fast_bgnbd_terms_are_identical``)."""
+
+    def __init__(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> None:
+        self.x = _as_array(x)
+        self.xu, self.xi = np.unique(self.x, return_inverse=True)
+        self.tu, self.ti = np.unique(_as_array(t_x), return_inverse=True)
+        self.Tu, self.Ti = np.unique(_as_array(T), return_inverse=True)
+        self.x1u = np.maximum(self.xu, 1)
+        self.repeat = self.x > 0
+
+    def __call__(self, params: Sequence[float]) -> np.ndarray:
+        r, alpha, a, b = params
+        x, xi = self.x, self.xi
+        rx = r + x
+        a1 = special.gammaln(r + self.xu)[xi] - special.gammaln(r) + r * np.log(alpha)
+        a2 = special.betaln(a, b + self.xu)[xi] - special.betaln(a, b)
+        a3 = -rx * np.log(alpha + self.Tu)[self.Ti]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a4 = np.log(a) - np.log(b + self.x1u - 1)[xi] - rx * np.log(alpha + self.tu)[self.ti]
+        a4 = np.where(self.repeat, a4, -np.inf)
+        return np.asarray(a1 + a2 + np.logaddexp(a3, a4))
+
+
 class BetaGeoModel:
     """BG/NBD model of Fader, Hardie & Lee (2005), "Counting Your Customers the Easy Way".
 
@@ -338,8 +385,9 @@ class BetaGeoModel:
     (their eq. 6) over log r, log α, log a, log b; fitted values end in ``_``.
     """
 
-    def __init__(self, penalizer: float = 0.0) -> None:
+    def __init__(self, penalizer: float = 0.0, *, polish: str = "Powell") -> None:
         self.penalizer = penalizer
+        self.polish = polish
         self.params_: dict[str, float] = {}
         self.log_likelihood_: float = math.nan
         self.n_: int = 0
@@ -365,17 +413,18 @@ class BetaGeoModel:
         (ux, ut, uT), w = _aggregate(x, t_x, tt)
         n = w.sum()
         pen = self.penalizer
+        terms = _BetaGeoTerms(ux, ut, uT)
 
         def nll(logp: np.ndarray) -> float:
             params = np.exp(logp)
-            ll = float(np.dot(w, self.log_likelihood_terms(params, ux, ut, uT)))
+            ll = float(np.dot(w, terms(params)))
             value = -ll / n + pen * float(np.sum(params ** 2))
             return value if math.isfinite(value) else 1e300
 
-        logp, _ = _fit_log_params(nll, 4)
+        logp, _ = _fit_log_params(nll, 4, polish_method=self.polish)
         r, alpha, a, b = np.exp(logp)
         self.params_ = {"r": float(r), "alpha": float(alpha), "a": float(a), "b": float(b)}
-        self.log_likelihood_ = float(np.dot(w, self.log_likelihood_terms(np.exp(logp), ux, ut, uT)))
+        self.log_likelihood_ = float(np.dot(w, terms(np.exp(logp))))
         self.n_ = int(n)
         return self
 
@@ -424,8 +473,9 @@ class GammaGammaModel:
     of the customers with x > 0 over log p, log q, log γ.
     """
 
-    def __init__(self, penalizer: float = 0.0) -> None:
+    def __init__(self, penalizer: float = 0.0, *, polish: str = "Powell") -> None:
         self.penalizer = penalizer
+        self.polish = polish
         self.params_: dict[str, float] = {}
         self.log_likelihood_: float = math.nan
         self.n_: int = 0
@@ -455,7 +505,7 @@ class GammaGammaModel:
             value = -ll / n + pen * float(np.sum(params ** 2))
             return value if math.isfinite(value) else 1e300
 
-        logp, _ = _fit_log_params(nll, 3)
+        logp, _ = _fit_log_params(nll, 3, polish_method=self.polish)
         p, q, g = np.exp(logp)
         self.params_ = {"p": float(p), "q": float(q), "gamma": float(g)}
         self.log_likelihood_ = float(np.dot(w, self.log_likelihood_terms(np.exp(logp), ux, um)))

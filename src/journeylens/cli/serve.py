@@ -59,6 +59,8 @@ def serve(
     keep_ip: Annotated[bool, typer.Option("--keep-ip", help="Store IP addresses unmasked (default: "
                                           "anonymised to /24 and /48).")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+    no_warm: Annotated[bool, typer.Option("--no-warm", help="Do not precompute the dashboard's default pages "
+                                          "after data changes (docs/dashboard.md, Performance).")] = False,
 ) -> None:
     """Run the collector: Segment-compatible tracking API, pixel, redirect links, /metrics.
 
@@ -77,7 +79,7 @@ def serve(
     overrides: dict[str, Any] = {"public_url": public_url or f"http://{host}:{port}", "tune_gc": True}
     if keep_ip:
         overrides["ip_mask"] = None
-    app = create_server(db, CollectorSettings.from_config(**overrides))
+    app = create_server(db, CollectorSettings.from_config(**overrides), warm=not no_warm)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=30)
 
 
