@@ -661,7 +661,14 @@ def validation_worker_main() -> None:
     """The loop of a validation worker process (``ValidationWorker``): read
     ``marshal((workspace, now_us, messages))`` frames from stdin, answer
     ``pickle(("ok", accepted, accepted_items, rejected, key_hashes))`` or ``pickle(("error", text))`` on
-    stdout; exits when stdin ends (the server stopped or died)."""
+    stdout; exits quietly when stdin ends or stdout is closed (the server stopped or died)."""
+    try:
+        _validation_loop()
+    except BrokenPipeError:
+        return
+
+
+def _validation_loop() -> None:
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout = sys.stderr  # nothing else may write to the answer pipe
     duck = Duck("UTC")
