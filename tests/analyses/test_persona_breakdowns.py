@@ -323,6 +323,12 @@ def test_cli_attribution_lifecycle_churn_propensity(shop: tuple[Path, pd.DataFra
     assert list(csv.columns[:2]) == ["breakdown", "channel"] and set(csv["breakdown"]) == set(converted)
     assert "persona = loyal_regular" in run("attribution", "--compare", "-b", "persona").stdout
     assert "not segment specific" in run("attribution", "-b", "persona").stdout
+    adj = json.loads(run("attribution", "--order", "2", "--adjust", "persona", "--format", "json").stdout)
+    assert adj["adjust"]["by"] == "persona" and len(adj["adjust"]["strata"]) == truth.persona.nunique()
+    effects = {c["channel"]: c["effect"] for c in adj["channels"]}
+    assert all(e is not None and e >= 0 for e in effects.values())
+    table = run("attribution", "--order", "2", "--adjust", "persona").stdout
+    assert "per exposed journey" in table and "effect" in table and f"{effects['email']:.4f}" in table
 
     lc = json.loads(run("lifecycle", "--breakdown", "persona", "--period", "month", "--format", "json").stdout)
     assert {v["value"]: sum(r["new"] for r in v["rows"]) for v in lc["breakdown"]["values"]} == \

@@ -8,6 +8,7 @@ on the workspace's touches and costs, and renders it (``--format table|json|csv`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -129,11 +130,15 @@ def result_table(result: AttributionResult, scope: str = "", part: BreakdownAttr
              f"of {q.unit}s, lookback {q.lookback}")
     if without:
         title += f"; {without:,} without touches not credited"
+    effects: Mapping[str, float] | None = getattr(result, "effects", None) if part is None else None
+    score = None if effects is not None else {"markov": "removal effect", "shapley": "shapley value"}.get(
+        result.method)
+    if effects is not None:
+        title += f"; effect = credit per exposed journey, standardised over {q.adjust}"
     t = Table(title=title, title_justify="left", header_style="bold")
-    score = {"markov": "removal effect", "shapley": "shapley value"}.get(result.method)
     money = part is None
     cols = [q.level, "conversions", "share", "revenue", "journeys", *(["spend", "CPA", "ROAS"] if money else []),
-            *([score] if score else [])]
+            *([score] if score else []), *(["effect"] if effects is not None else [])]
     for col in cols:
         t.add_column(col, justify="left" if col == q.level else "right")
     for c in (result.channels if part is None else part.channels):
@@ -143,6 +148,9 @@ def result_table(result: AttributionResult, scope: str = "", part: BreakdownAttr
             cells += [_money(c.spend), _money(c.cpa), "–" if c.roas is None else f"{c.roas:.2f}"]
         if score:
             cells.append("–" if c.score is None else f"{c.score:.4f}")
+        if effects is not None:
+            effect = effects.get(c.channel)
+            cells.append("–" if effect is None else f"{effect:.4f}")
         t.add_row(*cells)
     return t
 
