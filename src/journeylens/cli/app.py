@@ -22,6 +22,7 @@ from rich.text import Text
 import journeylens
 from journeylens import config, schema
 from journeylens.cli.render import (
+    FigureOpt,
     Format,
     FormatOpt,
     ModelOpt,
@@ -31,6 +32,7 @@ from journeylens.cli.render import (
     frame_table,
     out,
     to_json,
+    write_figure,
 )
 from journeylens.errors import (
     InvalidParameterError,
@@ -212,6 +214,7 @@ def stages(
         "(first touch in stage K, a key or 1-based index).")] = "first_touch",
     breakdown_limit: Annotated[int, typer.Option("--breakdown-limit", help="Values shown separately; the rest "
                                                  "are (other).")] = 25,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Per stage of a journey model: people who reached it (furthest stage), conversion, time in stage,
@@ -220,6 +223,7 @@ def stages(
     result = ws.stage_funnel(model, unit=unit, breakdown=breakdown, breakdown_from=breakdown_from,
                              breakdown_limit=breakdown_limit)
     title = f"Stages of {result.model}" + (f" by {breakdown}" if breakdown else "")
+    write_figure(result, figure)
     if fmt is Format.json:
         d = result.to_dict()
         sys.stdout.write(to_json(d) + "\n")

@@ -9,7 +9,6 @@ on the workspace's touches and costs, and renders it (``--format table|json|csv`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
@@ -27,7 +26,16 @@ from journeylens.analyses.attribution import (
     BreakdownAttribution,
     method_label,
 )
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    fmt_cell,
+    out,
+    write_figure,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -77,8 +85,7 @@ def attribution_command(
     adjust: Annotated[str | None, typer.Option("--adjust", help="Stratify by a segment (persona, cohort, "
                                                "cohort:NAME) and pool: adds 'effect', attributed conversions "
                                                "per exposed journey standardised over the strata.")] = None,
-    figure: Annotated[Path | None, typer.Option("--figure", help="Also write the chart as HTML (or PNG/SVG "
-                                                "by extension).")] = None,
+    figure: FigureOpt = None,
     model: ModelOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -98,12 +105,7 @@ def attribution_command(
         result = ws.compare_attribution(query, model=model, persons=segment)
     else:
         result = ws.attribution(query=query, model=model, persons=segment)
-    if figure is not None:
-        fig = result.figure()
-        if figure.suffix.lower() in (".html", ".htm", ""):
-            fig.write_html(str(figure))
-        else:
-            fig.write_image(str(figure))
+    write_figure(result, figure)
     if fmt is Format.table:
         scope = f" — only {segment}" if segment else ""
         if isinstance(result, AttributionComparison):

@@ -23,7 +23,16 @@ from journeylens.analyses.value import (
     fit_rfm,
     read_rfm_csv,
 )
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    fmt_cell,
+    out,
+    write_figure,
+)
 
 _TOP_COLUMNS = ("unit", "frequency", "recency", "T", "monetary_value", "revenue", "p_alive",
                 "expected_purchases", "expected_spend", "clv")
@@ -60,6 +69,7 @@ def clv_command(
                                                   "(channel, touchpoint, utm_campaign, properties.KEY).",
                                                   show_default=False)] = None,
     model: ModelOpt = None,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Customer lifetime value: RFM summary, BG/NBD purchases and dropout, Gamma-Gamma spend, discounted CLV."""
@@ -74,6 +84,7 @@ def clv_command(
 
         with _open() as ws:
             result = clv(ws.touches(model), query, segments=ws.segments(breakdown, unit=unit, model=model))
+    write_figure(result, figure)
     if fmt is Format.table:
         for table in clv_tables(result):
             out.print(table)

@@ -19,7 +19,17 @@ from journeylens.analyses.experiments import (
     ExperimentResult,
     parse_split,
 )
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, err, fmt_cell, out
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    err,
+    fmt_cell,
+    out,
+    write_figure,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +66,7 @@ def experiment_command(
     segment: Annotated[str | None, typer.Option("--segment", help="Only the units of a saved cohort: persona:KEY or "
                                                 "cohort:NAME.")] = None,
     model: ModelOpt = None,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """A/B readout: conversion to GOAL per variant with intervals, lift, p-values and a sample-ratio check."""
@@ -67,6 +78,7 @@ def experiment_command(
                             breakdown=breakdown)
     with _open() as ws:
         result = ws.experiment(query, model=model, persons=segment)
+    write_figure(result, figure)
     if fmt is Format.table:
         parts = [("" if segment is None else f" — only {segment}", result)]
         parts += [(f" — {breakdown} = {b.value}", b.result) for b in result.breakdown]

@@ -22,7 +22,7 @@ from journeylens.analyses.funnel import (
     FunnelResult,
     FunnelStep,
 )
-from journeylens.cli.render import Format, FormatOpt, emit, fmt_cell, out
+from journeylens.cli.render import FigureOpt, Format, FormatOpt, emit, fmt_cell, out, write_figure
 
 _BAR = 24
 
@@ -56,6 +56,7 @@ def funnel_command(
                                               "month.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Journey model for stage=... steps "
                                               "(default: five_phase).")] = None,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Funnel: how many persons go through STEP... within the window, where they drop off, how long they take."""
@@ -68,6 +69,7 @@ def funnel_command(
     )
     ws = _open()
     result = ws.funnel(query=query, model=model)
+    write_figure(result, figure)
     if fmt is Format.table:
         for table in funnel_tables(result):
             out.print(table)

@@ -30,7 +30,16 @@ from journeylens.analyses.kpis import (
     kpis,
     registry_rows,
 )
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, out, to_json
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    out,
+    to_json,
+    write_figure,
+)
 from journeylens.errors import InvalidParameterError
 from journeylens.journey import load_model
 from journeylens.workspace import Workspace
@@ -55,6 +64,7 @@ def kpis_command(
                                              "more than this after their last touch.")] = DEFAULT_CHURN_AFTER,
     list_: Annotated[bool, typer.Option("--list", help="Print the KPI registry (formulas, stages) and "
                                         "exit.")] = False,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """KPIs per stage: reach, CPM, CTR, CPC, leads, conversion rate, ROAS, churn, NPS ... (see --list).
@@ -70,6 +80,7 @@ def kpis_command(
     query = KpiQuery(unit=unit, by=by, period=period, churn_after=churn_after)
     with _open() as ws:
         result = run(ws, model, query)
+    write_figure(result, figure)
     if fmt is Format.table:
         for table in kpi_tables(result):
             out.print(table)

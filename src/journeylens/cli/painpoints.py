@@ -28,7 +28,17 @@ from journeylens.analyses.painpoints import (
     moments_of_truth,
     pain_points,
 )
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out, to_json
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    fmt_cell,
+    out,
+    to_json,
+    write_figure,
+)
 from journeylens.errors import InputFileError, InvalidParameterError
 
 
@@ -71,6 +81,7 @@ def painpoints_command(
     moments: Annotated[bool, typer.Option("--moments", help="Also rank moments of truth (conversion lift by "
                                           "--by, stratified by stage reached).")] = False,
     by: Annotated[str, typer.Option("--by", help=f"Moments of truth per {', '.join(MOMENT_BY)}.")] = "channel",
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Pain points: where journeys stall (abandonment, drop-out, low conversion, dwell time, loops, support,
@@ -90,6 +101,7 @@ def painpoints_command(
     result = pain_points(ws.touches(m), m, query, surveys=ws.surveys(), people=ws.people(),
                          accounts=ws.accounts(), segments=segments)
     mot = moments_of_truth(ws.touches(m), by=by, goals=query.goals, unit=unit) if moments else None
+    write_figure(result, figure)
     if fmt is Format.table:
         out.print(_table(result))
         if mot is not None:

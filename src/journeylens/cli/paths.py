@@ -29,7 +29,17 @@ from journeylens.analyses.transitions import (
     TransitionsQuery,
     transitions,
 )
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, err, fmt_cell, out
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    err,
+    fmt_cell,
+    out,
+    write_figure,
+)
 from journeylens.errors import InputFileError, InvalidParameterError
 
 TABLE_ROWS = 50
@@ -151,6 +161,7 @@ def register(app: typer.Typer) -> None:
         dropped_at: Annotated[int | None, typer.Option("--dropped-at", help="Paths after step K-1 of those who dropped off at step K.")] = None,
         fmt: FormatOpt = Format.table,
         html: HtmlOpt = None,
+        figure: FigureOpt = None,
     ) -> None:
         """Top paths (event, touchpoint, stage, channel or url level) and their Sankey diagram."""
         data = _options(level, unit, from_, to, depth, collapse, clean, exclude, start_end_nodes)
@@ -180,6 +191,7 @@ def register(app: typer.Typer) -> None:
             title = f"Top paths by {level}"
         if html is not None:
             _write_html(result.figure(), html)
+        write_figure(result, figure)
         emit(result, fmt, table=_paths_table(result, title))
 
     @app.command(name="transitions")

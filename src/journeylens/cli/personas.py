@@ -15,7 +15,17 @@ from rich.table import Table
 from rich.text import Text
 
 from journeylens.analyses.personas import DEFAULT_K_RANGE, PersonaResult, personas
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, err, fmt_cell, out
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    err,
+    fmt_cell,
+    out,
+    write_figure,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +46,7 @@ def personas_command(
         "--save", help="Save each persona as a cohort named persona:<key> (replacing earlier saved personas), "
                        "usable as a scope or breakdown in other commands.")] = False,
     model: ModelOpt = None,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Personas: who your customers are, what distinguishes them, their share and stage funnel."""
@@ -45,6 +56,7 @@ def personas_command(
     m = ws.model(model)
     extra = {} if rules is not None else {"seed": seed}
     result = personas(ws.touches(m), ws.people(), ws.accounts(), model=m, rules=rules, unit=unit, k=k, **extra)
+    write_figure(result, figure)
     if fmt is Format.table:
         for table in persona_tables(result):
             out.print(table)

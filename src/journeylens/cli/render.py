@@ -12,6 +12,7 @@ import math
 import sys
 from datetime import date, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
@@ -37,6 +38,12 @@ ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Journey model key or YAML path (default: five_phase).")
 ]
 """The ``--model`` option every command shares."""
+FigureOpt = Annotated[
+    Path | None,
+    typer.Option("--figure", help="Also write the chart: .html (interactive, works offline), .png, .svg or .pdf "
+                 "(drawn by plotly.js in Chromium)."),
+]
+"""The ``--figure FILE`` option of every command whose result draws a chart."""
 
 
 class Renderable(Protocol):
@@ -92,6 +99,16 @@ def frame_table(df: pd.DataFrame, title: str | None = None) -> Table:
     for row in df.itertuples(index=False):
         table.add_row(*[fmt_cell(v.item() if hasattr(v, "item") else v) for v in row])
     return table
+
+
+def write_figure(result: Any, path: Path | None) -> None:
+    """Write ``result.figure()`` to ``path`` (by suffix; see :func:`journeylens.chromium.save_figure`)."""
+    if path is None:
+        return
+    from journeylens.chromium import save_figure
+
+    save_figure(result.figure(), path)
+    err.print(f"chart written to {path}")
 
 
 def emit(result: Renderable, fmt: Format, *, title: str | None = None, table: Any = None) -> None:

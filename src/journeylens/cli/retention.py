@@ -24,7 +24,16 @@ from journeylens.analyses.retention import (
     RetentionResult,
     repurchase,
 )
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    fmt_cell,
+    out,
+    write_figure,
+)
 from journeylens.workspace import Workspace
 
 UnitOpt = Annotated[str, typer.Option("--unit", help="person or account (B2B).")]
@@ -132,6 +141,7 @@ def retention_command(
     date_to: ToOpt = None,
     as_of: AsOfOpt = None,
     model: ModelOpt = None,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Cohorts by first (start) event and period, and the share that returns in each later period."""
@@ -140,6 +150,7 @@ def retention_command(
     query = RetentionQuery(period=period, periods=periods, mode=mode, cohort_period=cohort_period,
                            breakdown_touch=breakdown_touch, **params)
     result = _open().retention(query, model=model)
+    write_figure(result, figure)
     if fmt is Format.table:
         out.print(retention_table(result))
         if query.breakdown is not None:

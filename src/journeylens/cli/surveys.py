@@ -15,7 +15,16 @@ from rich.table import Table
 from rich.text import Text
 
 from journeylens.analyses.surveys import Estimate, SurveyQuery, SurveyResult, surveys
-from journeylens.cli.render import Format, FormatOpt, ModelOpt, emit, fmt_cell, out
+from journeylens.cli.render import (
+    FigureOpt,
+    Format,
+    FormatOpt,
+    ModelOpt,
+    emit,
+    fmt_cell,
+    out,
+    write_figure,
+)
 
 
 class View(StrEnum):
@@ -39,6 +48,7 @@ def surveys_command(
     confidence: Annotated[float, typer.Option("--confidence", help="Level of every interval.")] = 0.95,
     examples: Annotated[int, typer.Option("--examples", help="Example quotes per theme and polarity.")] = 2,
     model: ModelOpt = None,
+    figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Voice of the customer: NPS, CSAT and CES with intervals, the emotion per stage (faces) and comment themes."""
@@ -47,6 +57,7 @@ def surveys_command(
     query = SurveyQuery(by=tuple(by) if by else ("stage",), confidence=confidence, examples=examples)
     with _open() as ws:
         result = surveys(ws.surveys(), query, model=ws.model(model), segments=ws.segments(*query.by, model=model))
+    write_figure(result, figure)
     if fmt is Format.json:
         emit(result, fmt)
         return

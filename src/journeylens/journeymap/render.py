@@ -10,7 +10,6 @@ Print CSS targets A3 landscape.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from journeylens.analyses._time import format_duration
-from journeylens.errors import JourneylensError
+from journeylens.chromium import with_page
 from journeylens.journeymap.model import ROW_LABELS, ROWS, JourneyMap, MapCell
 
 EVIDENCE_COLOURS = {
@@ -31,8 +30,6 @@ EVIDENCE_TEXT = {
     "weak": "weak evidence (n < 30)", "none": "no data", "configured": "from the map configuration",
     "derived": "suggested from the data",
 }
-CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("journeylens.journeymap", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -257,46 +254,17 @@ def render_comparison_html(c: Any) -> str:
 
 
 # ------------------------------------------------------------------ Chromium
-def chromium_path() -> str | None:
-    """The Chromium binary to use: ``JOURNEYLENS_CHROMIUM``, else Debian's, else Playwright's own."""
-    env = os.environ.get("JOURNEYLENS_CHROMIUM")
-    if env:
-        return env
-    return next((p for p in CHROMIUM_PATHS if Path(p).exists()), None)
-
-
-def _with_page(html: str, action: Any, width: int) -> None:
-    try:
-        from playwright.sync_api import Error as PlaywrightError
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - playwright is a dependency of the dev extra only
-        raise JourneylensError("rendering PNG/PDF needs the 'playwright' package (pip install playwright)") from None
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-            try:
-                page = browser.new_page(viewport={"width": width, "height": 900}, device_scale_factor=1)
-                page.set_content(html, wait_until="load")
-                action(page)
-            finally:
-                browser.close()
-    except PlaywrightError as exc:
-        first = str(exc).splitlines()[0]
-        raise JourneylensError(f"Chromium could not render the map: {first}",
-                               hint="install chromium (apt-get install chromium) or set JOURNEYLENS_CHROMIUM") from None
-
-
 def render_png(html: str, path: Path, *, width: int = 1800) -> Path:
     """Screenshot of the whole page at ``width`` CSS pixels."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _with_page(html, lambda page: page.screenshot(path=str(path), full_page=True), width)
+    with_page(html, lambda page: page.screenshot(path=str(path), full_page=True), width, what="the map")
     return path
 
 
 def render_pdf(html: str, path: Path) -> Path:
     """A3 landscape PDF with backgrounds (evidence colours) printed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _with_page(html, lambda page: page.pdf(path=str(path), format="A3", landscape=True, print_background=True,
+    with_page(html, lambda page: page.pdf(path=str(path), format="A3", landscape=True, print_background=True,
                                            margin={"top": "8mm", "bottom": "8mm", "left": "8mm", "right": "8mm"}),
-               1600)
+               1600, what="the map")
     return path
