@@ -514,6 +514,9 @@ class Workspace:
         return sorted(self.store.to_pyarrow(rows).to_pylist())
 
     # ---------------------------------------------------------------- journey map
+    MAP_COLUMNS = ("message_id", "ts", "type", "event", "user_id", "account_id", "person_id", "touchpoint", "channel",
+                   "utm_source", "utm_medium", "utm_campaign", "revenue", "currency", "stage", "stage_index")
+    """Touch columns a journey map without zoom reads (stage funnel, KPIs, pain points, moments)."""
     PERSONA_COHORT_PREFIX = "persona:"
     """Saved personas are cohorts named ``persona:<key>``."""
 
@@ -571,7 +574,10 @@ class Workspace:
             cfg = load_map_config(config)
         else:
             cfg = example_config(m.key)
-        touches = self.store.materialize(self.scope_table(self.touches(m), scope))
+        staged = self.scope_table(self.touches(m), scope)
+        if zoom is None:  # only the columns the map's analyses read: the JSON and URL text stays behind
+            staged = staged.select(*[c for c in staged.columns if c in self.MAP_COLUMNS])
+        touches = self.store.materialize(staged)
         answers = self.store.materialize(self.scope_table(self.surveys(), scope))
         emotions = None
         if int(answers.count().execute()):

@@ -317,3 +317,22 @@ def test_vectorised_trait_columns_equal_the_elementwise_formulas(demo_shop: Any)
             assert c.block == name.split("~")[0].split("=")[0]
             np.testing.assert_array_equal(v, o)
 
+
+
+def test_k_chosen_on_a_sample_keeps_the_personas(demo_shop: Any, shop_personas: PersonaResult,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above FIT_SAMPLE units, k-means and the silhouette run on a seeded sample and everyone is then
+    labelled by k-means on all units started from the sample's centres: with a sample of a third of the
+    shop's identified people the same k wins and the personas are (almost) the same partition."""
+    from journeylens.analyses import personas as mod
+
+    n_fit = int(shop_personas.assignments.has_traits.sum())
+    monkeypatch.setattr(mod, "FIT_SAMPLE", n_fit // 3)
+    monkeypatch.setattr(mod, "SILHOUETTE_SAMPLE", n_fit // 4)
+    sampled = _discover(demo_shop, "five_phase")
+    assert sampled.k == shop_personas.k
+    assert [k for k, _ in sampled.scores] == [k for k, _ in shop_personas.scores]
+    a = shop_personas.assignments.set_index("person_id")["persona"]
+    b = sampled.assignments.set_index("person_id")["persona"].reindex(a.index)
+    assert adjusted_rand_score(a, b) >= 0.95
+    assert _ari(sampled, demo_shop)["identified"] >= ARI_TARGET

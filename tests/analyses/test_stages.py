@@ -167,3 +167,21 @@ def test_cli_stages_by_persona_matches_planted_truth(demo_shop: object, tmp_path
     assert set(by) >= set(buyers)
     # a purchase within 14 days of a visit needs a planted buyer: never more than the buyers
     assert all(0 < by[p] <= buyers[p] for p in buyers)
+
+
+def test_stage_funnels_per_group_equal_stage_funnel_of_the_members(ws: Workspace) -> None:
+    """One grouped pass (personas use it) gives each group the funnel of its members' touches;
+    a unit in two groups counts in both, units in no group are left out."""
+    import ibis
+
+    from journeylens.analyses.stages import stage_funnel, stage_funnels
+
+    m = ws.model("five_phase")
+    t = ws.touches(m)
+    groups = ibis.memtable({"person_id": ["A", "B", "C", "A"], "value": ["g1", "g1", "g2", "g2"]})
+    got = stage_funnels(t, m, groups)
+    assert set(got) == {"g1", "g2"}
+    for key, members in (("g1", ["A", "B"]), ("g2", ["A", "C"])):
+        alone = stage_funnel(t.filter(t.person_id.isin(members)), m)
+        assert got[key] == alone, key
+    assert got["g1"].stages[1].moved_back == 1 and got["g2"].total_units == 2

@@ -5,6 +5,7 @@ keys and workspaces, reads while the collector writes, and schemathesis over /ap
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -427,3 +428,43 @@ def test_persona_breakdown_without_saved_personas_is_404(tiny: Any) -> None:
         r = _get(srv, keys["read"], path, **params)
         assert r.status_code == 404 and r.json()["code"] == "unknown_name", (path, r.text)
     assert _get(srv, keys["read"], "/api/cohorts").json()["personas"] == []
+
+
+def test_a_left_out_default_and_the_default_share_one_cache_entry(live: Any) -> None:
+    """The overview page asks for the stage funnel without ``unit``, the stages page with
+    ``unit=person``: one computation serves both (the key fills in published defaults)."""
+    srv, keys, _ = live
+    a = _get(srv, keys["read"], "/api/stages", model="aida")
+    b = _get(srv, keys["read"], "/api/stages", model="aida", unit="person")
+    c = _get(srv, keys["read"], "/api/stages", model="aida", unit="account")
+    assert (a.headers["x-cache"], b.headers["x-cache"], c.headers["x-cache"]) == ("miss", "hit", "miss")
+    assert a.json() == b.json() and c.json()["unit"] == "account"
+
+
+def test_a_page_reads_the_data_version_once(live: Any) -> None:
+    """A dashboard page with three analyses (overview: overview, stage funnel, lifecycle) reads the
+    data version once, not once per analysis."""
+    from journeylens.server.api import QueryService
+
+    srv, keys, _ = live
+    svc = srv.app.state.query
+    assert isinstance(svc, QueryService)
+    c = httpx.Client(base_url=srv.url, timeout=300)
+    form = c.get("/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token is not None
+    c.post("/login", data={"key": keys["read"], "csrf": token.group(1), "next": "/"})
+    calls: list[str] = []
+    original = QueryService.data_version
+
+    def counting(ws: Any) -> str:
+        calls.append(ws.name)
+        return original(ws)
+
+    svc.data_version = counting  # type: ignore[method-assign]
+    try:
+        r = c.get("/", params={"model": "b2b"})
+    finally:
+        del svc.data_version
+    assert r.status_code == 200, r.text[:300]
+    assert len(calls) == 1 and "stage-funnel" in r.text

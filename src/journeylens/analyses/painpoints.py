@@ -75,7 +75,7 @@ from journeylens.analyses._relations import union_all
 from journeylens.analyses._time import parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
-from journeylens.store.functions import json_get
+from journeylens.store.functions import json_get, unix_micros
 
 KINDS = ("abandonment", "drop_out", "low_conversion", "dwell_time", "loop", "support", "negative_feedback")
 COMPARISONS = ("segment", "period", "other")
@@ -337,17 +337,22 @@ def _base(touches: ir.Table, q: PainPointsQuery) -> ir.Table:
 
 
 def _seconds(a: ir.TimestampValue, b: ir.TimestampValue) -> ir.FloatingValue:
-    return a.delta(b, unit="microsecond").cast("float64") / 1e6
+    """Seconds from ``b`` to ``a``, exact to the microsecond: integer microseconds since the epoch
+    (``unix_micros``) avoid DuckDB's time-zone-aware (ICU) ``date_diff`` on ``TIMESTAMPTZ``,
+    which cost about half of the pain points' item query at 1M touches."""
+    return (unix_micros(a) - unix_micros(b)).cast("float64") / 1e6
 
 
 def _items(b: ir.Table, q: PainPointsQuery, n_stages: int, end: Any, mid: Any,
            surveys: ir.Table | None, model: JourneyModel) -> ir.Table:
     """``unit, kind, stage_index, subject, bad, t`` — one row per measured item."""
     w = ibis.window(group_by=b[_U], order_by=[b.ts, b.message_id])
-    t = b.mutate(next_ts=b.ts.lead().over(w), prev_ts=b.ts.lag().over(w),
-                 reach=b.stage_index.max().over(ibis.window(group_by=b[_U], order_by=[b.ts, b.message_id],
-                                                            preceding=None, following=0)),
-                 prev_stage=b.stage_index.lag().over(w))
+    upto = ibis.window(group_by=b[_U], order_by=[b.ts, b.message_id], rows=(None, 0))
+    before = ibis.window(group_by=b[_U], order_by=[b.ts, b.message_id], rows=(None, -1))
+    # one window pass (same partition and order): ``prev_reach`` (the furthest stage before this
+    # touch) is the running maximum up to the previous row, i.e. ``lag(reach)``
+    t = b.mutate(next_ts=b.ts.lead().over(w), prev_ts=b.ts.lag().over(w), reach=b.stage_index.max().over(upto),
+                 prev_stage=b.stage_index.lag().over(w), prev_reach=b.stage_index.max().over(before))
     gap = float(q.gap_seconds)
     ends = t.next_ts.isnull() | (_seconds(t.next_ts, t.ts) > gap)
     starts = t.prev_ts.isnull() | (_seconds(t.ts, t.prev_ts) > gap)
@@ -369,7 +374,6 @@ def _items(b: ir.Table, q: PainPointsQuery, n_stages: int, end: Any, mid: Any,
         parts.append(shaped(x, "drop_out", x.event, x.next_ts.isnull(), x.ts))
 
     # stage entries: first touch at which the running furthest stage reaches a new value
-    t = t.mutate(prev_reach=t.reach.lag().over(ibis.window(group_by=t[_U], order_by=[t.ts, t.message_id])))
     entries = t.filter(t.prev_reach.isnull() | (t.reach > t.prev_reach)).select(_U, stage_index=t.reach, ts=t.ts)
     we = ibis.window(group_by=entries[_U], order_by=entries.ts)
     entries = entries.mutate(next_entry=entries.ts.lead().over(we))
@@ -477,21 +481,34 @@ def _unit_segments(b: ir.Table, q: PainPointsQuery, segments: Mapping[str, ir.Ta
 
 
 def _counts(items: ir.Table, useg: ir.Table | None, with_period: bool) -> pd.DataFrame:
-    """Per kind, stage_index, subject, dim, value (dim NULL = everyone): n, bad, affected."""
-    base = items.mutate(dim=ibis.null("string"), value=ibis.null("string"))
-    rows = [base]
+    """Per kind, stage_index, subject, dim, value (dim NULL = everyone): n, bad, affected.
+
+    The items are first summed per unit and subject (items, bad items, and the same in the
+    recent half), so every comparison group sums unit rows instead of counting distinct units
+    over its items: ``affected`` is the number of unit rows with a bad item. A unit has one row
+    per segment value (``useg`` is distinct), so the sums equal the item counts."""
+    keys = ["kind", "stage_index", "subject"]
+    bad = items.bad.cast("int64")
+    per_unit = items.group_by([_U, *keys]).aggregate(
+        n=items.count(), bad=bad.sum().fill_null(0),
+        n_r=items.count(where=items.recent), bad_r=bad.sum(where=items.recent).fill_null(0))
+
+    def agg(x: ir.Table, n: ir.IntegerValue, k: ir.IntegerValue, dim: ir.Value, value: ir.Value) -> ir.Table:
+        y = x.select(*keys, dim=dim, value=value, _n=n, _k=k)
+        y = y.filter(y._n > 0)
+        return y.group_by([*keys, "dim", "value"]).aggregate(
+            n=y._n.sum().cast("int64"), bad=y._k.sum().cast("int64"), affected=y.count(where=y._k > 0))
+
+    null_s = ibis.null("string")
+    parts = [agg(per_unit, per_unit.n, per_unit.bad, null_s, null_s)]
     if with_period:
-        rows.append(items.mutate(dim=ibis.literal(PERIOD_DIM),
-                                 value=ibis.cases((items.recent, ibis.literal(RECENT)), else_=ibis.literal(EARLIER))))
+        parts.append(agg(per_unit, per_unit.n_r, per_unit.bad_r, ibis.literal(PERIOD_DIM), ibis.literal(RECENT)))
+        parts.append(agg(per_unit, per_unit.n - per_unit.n_r, per_unit.bad - per_unit.bad_r,
+                         ibis.literal(PERIOD_DIM), ibis.literal(EARLIER)))
     if useg is not None:
-        j = items.join(useg, _U)
-        rows.append(j.select(*items.columns, "dim", "value"))
-    allrows = reduce(lambda a, c: a.union(c), [r.select(*items.columns, "dim", "value") for r in rows])
-    agg = allrows.group_by("kind", "stage_index", "subject", "dim", "value").aggregate(
-        n=allrows.count(), bad=allrows.bad.cast("int64").sum(),
-        affected=ibis.cases((allrows.bad, allrows[_U]), else_=ibis.null("string")).nunique(),
-    )
-    df = agg.to_pandas()
+        j = per_unit.join(useg, _U)
+        parts.append(agg(j, j.n, j.bad, j.dim.cast("string"), j.value.cast("string")))
+    df = union_all(parts).to_pandas()
     for c in ("n", "bad", "affected"):
         df[c] = df[c].fillna(0).astype("int64")
     return df

@@ -49,7 +49,7 @@ import pandas as pd
 from journeylens.analyses._relations import nullable as _nullable
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
-from journeylens.store.functions import json_get
+from journeylens.store.functions import json_get, unix_micros
 
 UNITS = {"person": "person_id", "account": "account_id"}
 NONE_LABEL = "(none)"
@@ -185,7 +185,7 @@ def stage_funnel(touches: ir.Table, model: JourneyModel, *, unit: str = "person"
         labels = _labels(values, breakdown_limit)
         by_value = t.join(labels, col).select(*t.columns, _G)
         g = _nullable(g).union(_nullable(by_value.select(*g.columns)))
-    per_group = _compute(g, col, model)
+    per_group = _compute(g, col, model, grouped=breakdown is not None)
     out = StageFunnel(model.key, unit, *per_group[None])
     if breakdown is None:
         return out
@@ -195,6 +195,26 @@ def stage_funnel(touches: ir.Table, model: JourneyModel, *, unit: str = "person"
     return StageFunnel(model.key, unit, out.stages, out.unmatched_touches, out.total_units,
                        breakdown_by=breakdown, breakdown_from=breakdown_from, breakdown=parts)
 
+
+
+def stage_funnels(touches: ir.Table, model: JourneyModel, groups: ir.Table, *,
+                  unit: str = "person") -> dict[str, StageFunnel]:
+    """The stage funnel of each group of units, all in one pass over ``touches``.
+
+    ``groups`` has the unit column and ``value`` (a unit in several groups counts in each);
+    the funnel of group ``v`` equals ``stage_funnel`` of the touches of its units (e.g. one
+    funnel per persona). Groups whose units have no touches are left out."""
+    if unit not in UNITS:
+        raise InvalidParameterError(f"unknown unit '{unit}'; choose person or account")
+    col = UNITS[unit]
+    if col not in groups.columns or "value" not in groups.columns:
+        raise InvalidParameterError(f"the groups need columns {col} and value")
+    t = touches.filter(touches[col].notnull())
+    t = t.select(col, "ts", "message_id", "stage_index")
+    gr = groups.select(_k=groups[col].cast("string"), **{_G: groups.value.cast("string")})
+    g = t.join(gr, t[col].cast("string") == gr._k).select(col, "ts", "message_id", "stage_index", _G)
+    return {k: StageFunnel(model.key, unit, *parts) for k, parts in _compute(g, col, model).items()
+            if k is not None}
 
 
 def _stage_index(model: JourneyModel, ref: str) -> int:
@@ -260,8 +280,9 @@ def _labels(values: ir.Table, limit: int) -> ir.Table:
 Parts = tuple[tuple[StageRow, ...], int, int]
 
 
-def _compute(g: ir.Table, col: str, model: JourneyModel) -> dict[str | None, Parts]:
-    """Stage rows, unmatched touches and units per group (``_group``; NULL = everyone)."""
+def _compute(g: ir.Table, col: str, model: JourneyModel, *, grouped: bool = True) -> dict[str | None, Parts]:
+    """Stage rows, unmatched touches and units per group (``_group``; NULL = everyone).
+    ``grouped=False``: every row is in the NULL group (the windows then partition by unit only)."""
     matched = g.filter(g.stage_index.notnull())
     per_unit = matched.group_by(_G, col).aggregate(furthest=matched.stage_index.max())
     furthest = per_unit.group_by(_G, "furthest").aggregate(n=per_unit.count())
@@ -280,7 +301,7 @@ def _compute(g: ir.Table, col: str, model: JourneyModel) -> dict[str | None, Par
     n: dict[tuple[str | None, str], dict[int | None, int]] = {}
     for r in counts.to_pyarrow().to_pylist():
         n.setdefault((r["grp"], r["kind"]), {})[r["key"]] = int(r["n"])
-    dyn = _dynamics(matched, col)
+    dyn = _dynamics(matched, col, grouped=grouped)
     groups = {grp for grp, _ in n} | {None}
     out: dict[str | None, Parts] = {}
     for grp in groups:
@@ -309,26 +330,27 @@ def _compute(g: ir.Table, col: str, model: JourneyModel) -> dict[str | None, Par
     return out
 
 
-def _dynamics(matched: ir.Table, col: str) -> dict[str | None, dict[int, dict[str, Any]]]:
+def _dynamics(matched: ir.Table, col: str, *, grouped: bool = True) -> dict[str | None, dict[int, dict[str, Any]]]:
     """Per group and stage index: median seconds in stage, units timed, moved back, repeated."""
-    keys = [matched[_G], matched[col]]
+    keys = [matched[_G], matched[col]] if grouped else [matched[col]]
     order = [matched.ts, matched.message_id]
     running = ibis.window(group_by=keys, order_by=order, preceding=None, following=0)
     ordered = ibis.window(group_by=keys, order_by=order)
+    before = ibis.window(group_by=keys, order_by=order, rows=(None, -1))
+    # one window pass: ``prev_reach`` (lag of ``reach``) is the running maximum up to the previous row
     t = matched.select(
         grp=matched[_G], unit=matched[col], ts=matched.ts, message_id=matched.message_id,
         stage_index=matched.stage_index,
         reach=matched.stage_index.max().over(running),
         prev_stage=matched.stage_index.lag().over(ordered),
+        prev_reach=matched.stage_index.max().over(before),
     )
-    w = ibis.window(group_by=[t.grp, t.unit], order_by=[t.ts, t.message_id])
-    t = t.mutate(prev_reach=t.reach.lag().over(w))
 
     entries = t.filter(t.prev_reach.isnull() | (t.reach > t.prev_reach)).select("grp", "unit", "reach", "ts")
     we = ibis.window(group_by=[entries.grp, entries.unit], order_by=entries.ts)
     entries = entries.mutate(next_entry=entries.ts.lead().over(we))
     timed = entries.filter(entries.next_entry.notnull())
-    timed = timed.mutate(seconds=timed.next_entry.delta(timed.ts, unit="microsecond") / 1e6)
+    timed = timed.mutate(seconds=(unix_micros(timed.next_entry) - unix_micros(timed.ts)) / 1e6)
     times = timed.group_by("grp", stage=timed.reach).aggregate(median=timed.seconds.median(),
                                                                timed=timed.unit.nunique())
 
@@ -356,4 +378,4 @@ def _dynamics(matched: ir.Table, col: str) -> dict[str | None, dict[int, dict[st
     return out
 
 
-__all__ = ["BREAKDOWN_FROM", "StageBreakdown", "StageFunnel", "StageRow", "stage_funnel"]
+__all__ = ["BREAKDOWN_FROM", "StageBreakdown", "StageFunnel", "StageRow", "stage_funnel", "stage_funnels"]

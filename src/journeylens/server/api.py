@@ -748,16 +748,23 @@ class QueryService:
             return self.data_version(ws)
 
     # ------------------------------------------------------------------ computing
-    def compute(self, workspace: str, analysis: Analysis, params: Mapping[str, Any]) -> Computed:
+    def compute(self, workspace: str, analysis: Analysis, params: Mapping[str, Any], *,
+                version: str | None = None) -> Computed:
         """The cached or freshly computed answer of ``analysis`` for validated-later ``params``.
 
         ``params`` are the request's parameters without paging; they are validated here
-        (raising journeylens or pydantic errors) before anything runs."""
+        (raising journeylens or pydantic errors) before anything runs. ``version`` is the data
+        version when the caller read it already (a dashboard page reads it once for all its
+        analyses); None reads it here. The cache key holds the extra parameters with their
+        published defaults filled in, so leaving out a default (``unit=person``) and passing it
+        share one entry."""
         query, extra = self.parse(analysis, params)
+        defaults = {p.name: p.default for p in analysis.extra if p.default is not None and not p.required}
         key_params = json.dumps({"q": query.model_dump(mode="json", by_alias=True) if query is not None else None,
-                                 "x": jsonable(extra)}, sort_keys=True, default=str)
+                                 "x": jsonable({**defaults, **extra})}, sort_keys=True, default=str)
         with self.workspace(workspace, fresh=analysis.fresh_connection) as ws:
-            version = self.data_version(ws)
+            if version is None:
+                version = self.data_version(ws)
             key = (workspace, analysis.name, key_params, version)
             with self._lock:
                 hit = self._cache.get(key)

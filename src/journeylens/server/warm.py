@@ -27,36 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from journeylens.server.api import ANALYSES, QueryService
+from journeylens.server.web import default_page_queries
 
 log = logging.getLogger("journeylens.warm")
 
-FUNNEL_STEPS = ("visit", "product_view", "add_to_cart", "purchase")
-ATTRIBUTION_METHODS = ("first_touch", "last_touch", "linear", "time_decay", "position_based", "markov")
-
-PAGE_QUERIES: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
-    ("/", "overview", {}),
-    ("/funnel", "cohorts", {}),  # the persona / cohort pickers of most pages
-    ("/", "stages", {}),
-    ("/", "lifecycle", {"period": "week"}),
-    ("/funnel", "funnel", {"steps": list(FUNNEL_STEPS), "window": "14d", "order": "ordered",
-                           "trend_period": "week"}),
-    ("/paths", "paths", {"level": "event", "depth": "5", "start_end_nodes": True}),
-    ("/stages", "stages", {"unit": "person"}),
-    ("/stages", "kpis", {"unit": "person"}),
-    ("/attribution", "attribution", {"level": "channel", "conversion": "purchase", "lookback": "30d",
-                                     "methods": list(ATTRIBUTION_METHODS)}),
-    ("/retention", "retention", {"period": "week"}),
-    ("/clv", "clv", {"horizon": "12", "top": 25}),
-    ("/surveys", "surveys", {}),
-    ("/personas", "personas", {}),
-    ("/painpoints", "painpoints", {}),
-    ("/painpoints", "moments", {"by": "touchpoint"}),
-    ("/map", "map", {}),
-    ("/settings", "quarantine", {"newest": 50}),
-)
-"""``(page, analysis, parameters)`` of every dashboard page opened without parameters: the
-parameters exactly as ``server/web.py`` passes them to ``QueryService.compute`` (after dropping
-empty values), so the cache keys are equal (checked by ``tests/server/test_warm.py``)."""
+PAGE_QUERIES: tuple[tuple[str, str, Mapping[str, Any]], ...] = default_page_queries()
+"""``(page, analysis, parameters)`` of every dashboard page opened without parameters, read from
+the pages' own query builders (``server/web.py``: :func:`~journeylens.server.web.default_page_queries`),
+so the warmed cache keys are the pages' keys (checked by ``tests/server/test_warm.py``)."""
 
 
 @dataclass(frozen=True)

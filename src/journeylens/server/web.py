@@ -278,6 +278,123 @@ def _models() -> list[str]:
     return sorted(builtin_models())
 
 
+# ============================================================================ page queries
+# What each page computes, as ``analysis -> parameters`` built from the page's query string
+# (``{}`` = the page opened without parameters). The pages and the cache warmer
+# (server/warm.py, via :func:`default_page_queries`) both read these, so a page's cache keys
+# and the warmed ones cannot drift apart.
+Params = dict[str, list[str]]
+FUNNEL_STEPS = ("visit", "product_view", "add_to_cart", "purchase")
+ATTRIBUTION_METHODS = ("first_touch", "last_touch", "linear", "time_decay", "position_based", "markov")
+MAP_KEYS = ("model", "persona", "segment", "period", "compare_persona", "compare_segment", "compare_period", "unit")
+
+
+def overview_queries(p: Params) -> dict[str, dict[str, Any]]:
+    model = _one(p, "model") or None
+    return {"overview": {"model": model}, "stages": {"model": model},
+            "lifecycle": {"model": model, "period": "week"}}
+
+
+def funnel_queries(p: Params) -> dict[str, dict[str, Any]]:
+    steps = [s.strip() for s in p.get("steps", []) if s.strip()] or list(FUNNEL_STEPS)
+    trend = _one(p, "trend_period", "week")
+    return {"funnel": {"steps": steps, "window": _one(p, "window", "14d"), "order": _one(p, "order", "ordered"),
+                       "breakdown": _one(p, "breakdown") or None, "trend_period": trend or None,
+                       "model": _one(p, "model") or None}}
+
+
+def paths_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"paths": {"level": _one(p, "level", "event"), "from": _one(p, "from") or None, "to": _one(p, "to") or None,
+                      "depth": _one(p, "depth", "5"), "start_end_nodes": _one(p, "start_end_nodes", "true") == "true",
+                      "model": _one(p, "model") or None}}
+
+
+def stages_queries(p: Params) -> dict[str, dict[str, Any]]:
+    model, by, unit = _one(p, "model") or None, _one(p, "by"), _one(p, "unit", "person")
+    return {"stages": {"model": model, "unit": unit, "breakdown": by or None},
+            "kpis": {"model": model, "unit": unit, "period": _one(p, "period") or None, "by": by or None}}
+
+
+def attribution_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"attribution": {"level": _one(p, "level", "channel"), "conversion": _one(p, "conversion", "purchase"),
+                            "lookback": _one(p, "lookback", "30d"),
+                            "methods": p.get("methods") or list(ATTRIBUTION_METHODS)}}
+
+
+def retention_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"retention": {"period": _one(p, "period", "week"), "start_event": _one(p, "start_event") or None,
+                          "return_event": _one(p, "return_event") or None,
+                          "breakdown": _one(p, "breakdown") or None}}
+
+
+def clv_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"clv": {"horizon": _one(p, "horizon", "12"), "top": 25}}
+
+
+def surveys_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"surveys": {"model": _one(p, "model") or None}}
+
+
+def personas_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"personas": {"k": _one(p, "k") or None}}
+
+
+def painpoints_queries(p: Params) -> dict[str, dict[str, Any]]:
+    model = _one(p, "model") or None
+    return {"painpoints": {"model": model}, "moments": {"model": model, "by": "touchpoint"}}
+
+
+def map_params(p: Params) -> dict[str, Any]:
+    return {k: _one(p, k) or None for k in MAP_KEYS}
+
+
+def map_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"map": map_params(p)}
+
+
+def settings_queries(p: Params) -> dict[str, dict[str, Any]]:
+    return {"quarantine": {"newest": 50}}
+
+
+PAGE_QUERIES: tuple[tuple[str, Any, bool], ...] = (
+    ("/", overview_queries, False),
+    ("/funnel", funnel_queries, True),
+    ("/paths", paths_queries, False),
+    ("/stages", stages_queries, True),
+    ("/attribution", attribution_queries, False),
+    ("/retention", retention_queries, True),
+    ("/clv", clv_queries, False),
+    ("/surveys", surveys_queries, False),
+    ("/personas", personas_queries, False),
+    ("/painpoints", painpoints_queries, False),
+    ("/map", map_queries, True),
+    ("/settings", settings_queries, False),
+)
+"""``(page, query builder, lists saved cohorts)`` of the pages with default views."""
+
+
+def compact(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without empty values, as a page hands them to ``QueryService.compute``."""
+    return {k: v for k, v in params.items() if v not in (None, "", [])}
+
+
+def default_page_queries() -> tuple[tuple[str, str, dict[str, Any]], ...]:
+    """``(page, analysis, parameters)`` of every page opened without parameters, in page order,
+    each analysis and parameters once: exactly what the pages compute (``cohorts`` for the
+    persona / cohort pickers of the pages that have them)."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for page, build, lists_saved in PAGE_QUERIES:
+        queries: dict[str, dict[str, Any]] = {"cohorts": {}} if lists_saved else {}
+        queries.update(build({}))
+        for name, params in queries.items():
+            key = json.dumps([name, compact(params)], sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                out.append((page, name, compact(params)))
+    return tuple(out)
+
+
 # ============================================================================ app wiring
 def mount(app: FastAPI) -> None:
     """Add the dashboard routes and ``/static`` to ``app``."""
@@ -307,12 +424,22 @@ def mount(app: FastAPI) -> None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
+    async def data_version(request: Request, rec: auth.KeyRecord) -> str:
+        """The workspace's data version, read once per request for all analyses of a page."""
+        version: str | None = getattr(request.state, "data_version", None)
+        if version is None:
+            svc: QueryService = request.app.state.query
+            version = await run_in_threadpool(svc.version, rec.workspace)
+            request.state.data_version = version
+        return version
+
     async def compute(request: Request, page: Page, rec: auth.KeyRecord, name: str,
                       params: dict[str, Any]) -> Computed | None:
         svc: QueryService = request.app.state.query
         try:
-            done = await run_in_threadpool(svc.compute, rec.workspace, ANALYSES[name],
-                                           {k: v for k, v in params.items() if v not in (None, "", [])})
+            version = await data_version(request, rec)
+            done = await run_in_threadpool(svc.compute, rec.workspace, ANALYSES[name], compact(params),
+                                           version=version)
         except JourneylensError as exc:
             page.error, page.status = str(exc), exc.http_status
             return None
@@ -330,7 +457,8 @@ def mount(app: FastAPI) -> None:
         """The workspace's saved personas, cohorts and months (errors leave the pickers plain)."""
         svc: QueryService = request.app.state.query
         try:
-            done = await run_in_threadpool(svc.compute, rec.workspace, ANALYSES["cohorts"], {})
+            version = await data_version(request, rec)
+            done = await run_in_threadpool(svc.compute, rec.workspace, ANALYSES["cohorts"], {}, version=version)
         except Exception:  # the pickers then offer only the columns
             log.exception("listing cohorts failed")
             return Saved()
@@ -403,9 +531,10 @@ def mount(app: FastAPI) -> None:
         p = _params(request)
         model = _one(p, "model") or None
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
-        ov = await compute(request, page, rec, "overview", {"model": model})
-        st = await compute(request, page, rec, "stages", {"model": model})
-        lc = await compute(request, page, rec, "lifecycle", {"model": model, "period": "week"})
+        q = overview_queries(p)
+        ov = await compute(request, page, rec, "overview", q["overview"])
+        st = await compute(request, page, rec, "stages", q["stages"])
+        lc = await compute(request, page, rec, "lifecycle", q["lifecycle"])
         if ov is None:
             return
         d = ov.data
@@ -424,8 +553,7 @@ def mount(app: FastAPI) -> None:
     @page_route("/funnel", "Funnel builder")
     async def funnel_page(request: Request, page: Page, rec: auth.KeyRecord) -> None:
         p = _params(request)
-        steps = [s.strip() for s in p.get("steps", []) if s.strip()] or ["visit", "product_view", "add_to_cart",
-                                                                          "purchase"]
+        steps = [s.strip() for s in p.get("steps", []) if s.strip()] or list(FUNNEL_STEPS)
         window, order = _one(p, "window", "14d"), _one(p, "order", "ordered")
         breakdown, trend = _one(p, "breakdown"), _one(p, "trend_period", "week")
         model = _one(p, "model") or None
@@ -436,8 +564,7 @@ def mount(app: FastAPI) -> None:
         page.field("breakdown", "Breakdown", breakdown, "select", [("", "none"), *BREAKDOWNS, *sv.breakdowns()])
         page.field("trend_period", "Trend", trend, "select", [("", "none"), "day", "week", "month"])
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
-        params = {"steps": steps, "window": window, "order": order, "breakdown": breakdown or None,
-                  "trend_period": trend or None, "model": model}
+        params = funnel_queries(p)["funnel"]
         done = await compute(request, page, rec, "funnel", params)
         if done is None:
             return
@@ -496,9 +623,7 @@ def mount(app: FastAPI) -> None:
         page.field("depth", "Depth", depth, "number")
         page.field("start_end_nodes", "Start/end nodes", anchors, "select", ("true", "false"))
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
-        done = await compute(request, page, rec, "paths", {"level": level, "from": frm or None, "to": to or None,
-                                                            "depth": depth, "start_end_nodes": anchors == "true",
-                                                            "model": model})
+        done = await compute(request, page, rec, "paths", paths_queries(p)["paths"])
         if done is None:
             return
         d = done.data
@@ -518,7 +643,8 @@ def mount(app: FastAPI) -> None:
         page.field("by", "Breakdown", by, "select", [("", "none"), "channel", "touchpoint", "utm_campaign",
                                                      *sv.breakdowns()])
         page.field("unit", "Unit", unit, "select", ("person", "account"))
-        st = await compute(request, page, rec, "stages", {"model": model, "unit": unit, "breakdown": by or None})
+        q = stages_queries(p)
+        st = await compute(request, page, rec, "stages", q["stages"])
         if st is None:
             return
         d = st.data
@@ -527,8 +653,7 @@ def mount(app: FastAPI) -> None:
         page.table("Stages", d["stages"], testid="stages-table")
         if d.get("breakdown"):
             page.table(f"Stages by {by}", _stage_breakdown_rows(d), testid="stages-breakdown")
-        k = await compute(request, page, rec, "kpis", {"model": model, "unit": unit, "period": period or None,
-                                                       "by": by or None})
+        k = await compute(request, page, rec, "kpis", q["kpis"])
         if k is None:
             return
         page.chart(k.figure, "kpis-chart", "KPIs")
@@ -550,12 +675,11 @@ def mount(app: FastAPI) -> None:
         p = _params(request)
         level, conversion = _one(p, "level", "channel"), _one(p, "conversion", "purchase")
         lookback = _one(p, "lookback", "30d")
-        methods = p.get("methods") or ["first_touch", "last_touch", "linear", "time_decay", "position_based", "markov"]
+        methods = p.get("methods") or list(ATTRIBUTION_METHODS)
         page.field("level", "Level", level, "select", ("channel", "campaign", "touchpoint"))
         page.field("conversion", "Conversion event", conversion)
         page.field("lookback", "Lookback", lookback)
-        done = await compute(request, page, rec, "attribution", {"level": level, "conversion": conversion,
-                                                                  "lookback": lookback, "methods": methods})
+        done = await compute(request, page, rec, "attribution", attribution_queries(p)["attribution"])
         if done is None:
             return
         d = done.data
@@ -583,9 +707,7 @@ def mount(app: FastAPI) -> None:
         sv = await saved(request, page, rec)
         page.field("breakdown", "Breakdown", breakdown, "select", [("", "none"), "channel", "touchpoint",
                                                                    "utm_campaign", *sv.breakdowns()])
-        done = await compute(request, page, rec, "retention", {"period": period, "start_event": start or None,
-                                                                "return_event": ret or None,
-                                                                "breakdown": breakdown or None})
+        done = await compute(request, page, rec, "retention", retention_queries(p)["retention"])
         if done is None:
             return
         page.cards([("Cohort people", done.data.get("size"), "retention-size")])
@@ -600,7 +722,7 @@ def mount(app: FastAPI) -> None:
         p = _params(request)
         horizon = _one(p, "horizon", "12")
         page.field("horizon", "Horizon (months)", horizon, "number")
-        done = await compute(request, page, rec, "clv", {"horizon": horizon, "top": 25})
+        done = await compute(request, page, rec, "clv", clv_queries(p)["clv"])
         if done is None:
             return
         d = done.data
@@ -618,7 +740,7 @@ def mount(app: FastAPI) -> None:
         p = _params(request)
         model = _one(p, "model") or None
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
-        done = await compute(request, page, rec, "surveys", {"model": model})
+        done = await compute(request, page, rec, "surveys", surveys_queries(p)["surveys"])
         if done is None:
             return
         d = done.data
@@ -641,7 +763,7 @@ def mount(app: FastAPI) -> None:
         p = _params(request)
         k = _one(p, "k")
         page.field("k", "Number of personas (empty: automatic)", k, "number")
-        done = await compute(request, page, rec, "personas", {"k": k or None})
+        done = await compute(request, page, rec, "personas", personas_queries(p)["personas"])
         if done is None:
             return
         d = done.data
@@ -669,8 +791,9 @@ def mount(app: FastAPI) -> None:
         p = _params(request)
         model = _one(p, "model") or None
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
-        done = await compute(request, page, rec, "painpoints", {"model": model})
-        mom = await compute(request, page, rec, "moments", {"model": model, "by": "touchpoint"})
+        q = painpoints_queries(p)
+        done = await compute(request, page, rec, "painpoints", q["painpoints"])
+        mom = await compute(request, page, rec, "moments", q["moments"])
         if done is not None:
             page.chart(done.figure, "painpoints-chart", "Pain points by severity")
             page.table("Pain points", done.data.get("pain_points", []), testid="painpoints-table")
@@ -715,11 +838,6 @@ def mount(app: FastAPI) -> None:
         _experiment_blocks(page, done)
 
     # ------------------------------------------------------------------ journey map
-    def map_params(p: dict[str, list[str]]) -> dict[str, Any]:
-        keys = ("model", "persona", "segment", "period", "compare_persona", "compare_segment", "compare_period",
-                "unit")
-        return {k: _one(p, k) or None for k in keys}
-
     @page_route("/map", "Journey map")
     async def map_page(request: Request, page: Page, rec: auth.KeyRecord) -> None:
         p = _params(request)
@@ -742,7 +860,7 @@ def mount(app: FastAPI) -> None:
         page.field("compare_period", "Compare with period", mp["compare_period"] or "", suggestions=sv.months)
         if not sv.personas:
             page.note("No saved personas: run `journeylens personas --save` (or ws.save_personas) to pick one here.")
-        done = await compute(request, page, rec, "map", mp)
+        done = await compute(request, page, rec, "map", map_queries(p)["map"])
         if done is None:
             return
         q = urlencode({k: v for k, v in mp.items() if v})
@@ -844,7 +962,7 @@ def mount(app: FastAPI) -> None:
                         "</div></div>")
         page.html("<h2>Links and QR codes</h2>" + ("".join(rows) or "<p class='muted'>No links yet (journeylens "
                                                          "links create, or POST /api/links).</p>"))
-        q = await compute(request, page, rec, "quarantine", {"newest": 50})
+        q = await compute(request, page, rec, "quarantine", settings_queries(_params(request))["quarantine"])
         if q is not None:
             page.cards([("Quarantined rows", q.data.get("total"), "quarantine-total")])
             page.table("Quarantine (newest)", q.data.get("rows", []), testid="quarantine-table")
