@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +35,8 @@ from rich.console import Console
 from rich.table import Table
 
 import journeylens
+import journeylens.identity.stitch as stitch
+import journeylens.workspace as workspace_module
 from benchmarks.common import Measurement, measure, report
 from journeylens.demo import generate
 
@@ -62,6 +65,41 @@ def timed(label: str, size: int, cpu: dict[str, float], reference: str | None = 
     cpu[label] = time.process_time() - c0
 
 
+class Phases:
+    """Wall and CPU seconds of the import's phases, by wrapping the functions that run them:
+    identities (``rebuild_identities`` minus the touches refresh it ends with) and the touches
+    cache (``refresh_touches``); the rest of an import is reading, validating and appending."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+
+    def reset(self) -> None:
+        self.seconds = {}
+
+    def wrap(self, module: Any, name: str, label: str) -> None:
+        inner = getattr(module, name)
+
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                got = self.seconds.setdefault(label, [0.0, 0.0])
+                got[0] += time.perf_counter() - w0
+                got[1] += time.process_time() - c0
+
+        setattr(module, name, timed_call)
+
+    def rows(self, total_wall: float, total_cpu: float) -> list[tuple[str, float, float]]:
+        ident = self.seconds.get("identities", [0.0, 0.0])
+        touches = self.seconds.get("touches", [0.0, 0.0])
+        return [
+            ("read + validate + append events", total_wall - ident[0], total_cpu - ident[1]),
+            ("identities", ident[0] - touches[0], ident[1] - touches[1]),
+            ("touches cache", touches[0], touches[1]),
+        ]
+
+
 def split_by_time(path: Path, folder: Path, share: float = 0.9) -> tuple[Path, Path, int]:
     """The events of ``path`` split at the ``share`` quantile of ``ts``: (older, newer, newer rows)."""
     con = duckdb.connect()
@@ -87,12 +125,18 @@ def main() -> None:
     cpu: dict[str, float] = {}
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="jl-bench-"))
+    phases = Phases()
+    phases.wrap(workspace_module, "rebuild_identities", "identities")
+    phases.wrap(stitch, "refresh_touches", "touches")
+    first_phases: list[tuple[str, float, float]] = []
     try:
         ws = journeylens.open(tmp / "ours.duckdb")
-        with timed("journeylens import events (parquet)", n, cpu, reference="duckdb CTAS read_parquet") as m:
+        label = "journeylens import events (parquet)"
+        with timed(label, n, cpu, reference="duckdb CTAS read_parquet") as m:
             rep = ws.import_events(path)
         m.extra = rep.to_dict()
         rows.append(m)
+        first_phases = phases.rows(m.seconds, cpu[label])
         with timed("journeylens re-import (all duplicates)", n, cpu, reference="duckdb CTAS read_parquet") as m2:
             rep2 = ws.import_events(path)
         m2.extra = rep2.to_dict()
@@ -127,6 +171,12 @@ def main() -> None:
         c = cpu.get(r.operation, 0.0)
         t.add_row(r.operation, f"{c:.2f}", f"{r.size / c:,.0f}" if c else "-")
     Console().print(t)
+    ph = Table(title="First import by phase", title_justify="left")
+    for col in ("phase", "wall s", "CPU s"):
+        ph.add_column(col, justify="left" if col == "phase" else "right")
+    for name, wall, cpu_s in first_phases:
+        ph.add_row(name, f"{wall:.2f}", f"{cpu_s:.2f}")
+    Console().print(ph)
     load_after = os.getloadavg()
     print(f"cores={os.cpu_count()} load average before={load_before[0]:.1f} after={load_after[0]:.1f}")
     print(f"accepted={rows[0].extra['accepted']:,} quarantined={rows[0].extra['quarantined']:,} "
