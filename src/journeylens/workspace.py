@@ -371,9 +371,13 @@ class Workspace:
         return churn(t, q, segments=segs)
 
     def repurchase(self, query: RepurchaseQuery | None = None, *, model: ModelRef = None,
+                   segments: Mapping[str, ir.Table] | None = None, persons: Persons | str = None,
                    **params: Any) -> RepurchaseResult:
-        """Share of purchasers who purchase again (docs/retention.md)."""
-        return repurchase(self.touches(model), query if query is not None else RepurchaseQuery(**params))
+        """Share of purchasers who purchase again (docs/retention.md); breakdowns and ``persons``
+        as for :meth:`lifecycle`."""
+        q = query if query is not None else RepurchaseQuery(**params)
+        t = restrict_persons(self.touches(model), "person_id", self._persons(persons))
+        return repurchase(t, q, segments=self._cohort_segments(t, q.unit, segments, q.breakdown))
 
     def clv(self, query: ValueQuery | None = None, *, model: ModelRef = None,
             segments: Mapping[str, ir.Table] | None = None, **params: Any) -> CLVResult:

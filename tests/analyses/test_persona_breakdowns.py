@@ -182,6 +182,20 @@ def test_lifecycle_and_churn_per_persona(shop: tuple[Path, pd.DataFrame]) -> Non
     assert [(x.active_at_start, x.churned) for x in only.rows] == [(x.active_at_start, x.churned) for x in r.rows]
 
 
+def test_repurchase_per_persona(shop: tuple[Path, pd.DataFrame]) -> None:
+    db, truth = shop
+    converted = truth[truth.converted].groupby("persona").size().to_dict()
+    with journeylens.open(db) as ws:
+        total = ws.repurchase()
+        per = ws.repurchase(breakdown="persona")
+        only = ws.repurchase(persons="persona:loyal_regular")
+    # a purchaser is a person with a purchase: exactly the planted converters of each persona
+    assert {b.value: b.total.purchasers for b in per.breakdown} == converted
+    assert sum(b.total.repurchasers for b in per.breakdown) == total.repurchasers
+    lr = next(b for b in per.breakdown if b.value == "loyal_regular")
+    assert (only.purchasers, only.repurchasers) == (lr.total.purchasers, lr.total.repurchasers)
+
+
 def test_propensity_per_persona_and_filter(shop: tuple[Path, pd.DataFrame]) -> None:
     db, truth = shop
     persona_of = dict(zip(truth.person_id, truth.persona, strict=True))

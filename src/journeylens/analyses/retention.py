@@ -1146,19 +1146,21 @@ def churn(touches: ir.Table, query: ChurnQuery, *, segments: Mapping[str, ir.Tab
 
 
 # ---------------------------------------------------------------- repurchase
-def repurchase(touches: ir.Table, query: RepurchaseQuery) -> RepurchaseResult:
+def repurchase(touches: ir.Table, query: RepurchaseQuery, *,
+               segments: Mapping[str, ir.Table] | None = None) -> RepurchaseResult:
     """Repurchase rate (one backend query, plus one for ``as_of`` when not given).
 
     Purchases are touches matching ``query.event``; each matching touch is one purchase. A
     purchaser has at least one; a repurchaser at least two, the second at most ``window`` after
     the first when a window is given. With ``period`` purchasers are grouped by the period of
     their first purchase; ``date_from``/``date_to`` keep the purchasers whose first purchase lies in
-    the periods holding them (in days without ``period``).
+    the periods holding them (in days without ``period``). ``segments``: breakdowns over saved
+    cohorts, as for :func:`lifecycle`.
     """
     if not isinstance(query, RepurchaseQuery):
         raise InvalidParameterError("repurchase() needs a RepurchaseQuery")
     q = query
-    plan = _plan(touches, q)
+    plan = _plan(touches, q, segments)
     empty = RepurchaseRow(None, 0, 0, 0)
     if plan is None:
         return RepurchaseResult(q, None, empty)

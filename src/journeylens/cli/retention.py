@@ -22,7 +22,6 @@ from journeylens.analyses.retention import (
     RepurchaseResult,
     RetentionQuery,
     RetentionResult,
-    repurchase,
 )
 from journeylens.cli.render import (
     FigureOpt,
@@ -284,11 +283,12 @@ def repurchase_command(
     date_from: FromOpt = None,
     date_to: ToOpt = None,
     as_of: AsOfOpt = None,
+    segment: SegmentOpt = None,
     model: ModelOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Share of purchasers who purchased at least twice."""
     params = _common(unit, breakdown, breakdown_limit, date_from, date_to, as_of) | {"event": event}
     query = RepurchaseQuery(window=window, period=period, **params)
-    result = repurchase(_open().touches(model), query)
+    result = _open().repurchase(query, model=model, persons=segment)
     emit(result, fmt, table=repurchase_table(result))
