@@ -27,6 +27,7 @@ import logging
 import secrets
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,14 @@ def mount(app: FastAPI) -> None:
         page.timing.append(f"{name} {done.seconds:.2f}s{' (cached)' if done.cached else ''}")
         return done
 
+    async def compute_all(request: Request, page: Page, rec: auth.KeyRecord,
+                          queries: Mapping[str, dict[str, Any]]) -> list[Computed | None]:
+        """:func:`compute` of several analyses of one page at once (each on its own pooled
+        connection, so a page with three analyses costs about its slowest one); in order."""
+        await data_version(request, rec)  # read once, before the analyses start
+        return list(await asyncio.gather(*(compute(request, page, rec, name, params)
+                                           for name, params in queries.items())))
+
     async def saved(request: Request, page: Page, rec: auth.KeyRecord) -> Saved:
         """The workspace's saved personas, cohorts and months (errors leave the pickers plain)."""
         svc: QueryService = request.app.state.query
@@ -532,9 +541,7 @@ def mount(app: FastAPI) -> None:
         model = _one(p, "model") or None
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
         q = overview_queries(p)
-        ov = await compute(request, page, rec, "overview", q["overview"])
-        st = await compute(request, page, rec, "stages", q["stages"])
-        lc = await compute(request, page, rec, "lifecycle", q["lifecycle"])
+        ov, st, lc = await compute_all(request, page, rec, q)
         if ov is None:
             return
         d = ov.data
@@ -644,7 +651,7 @@ def mount(app: FastAPI) -> None:
                                                      *sv.breakdowns()])
         page.field("unit", "Unit", unit, "select", ("person", "account"))
         q = stages_queries(p)
-        st = await compute(request, page, rec, "stages", q["stages"])
+        st, k = await compute_all(request, page, rec, q)
         if st is None:
             return
         d = st.data
@@ -653,7 +660,6 @@ def mount(app: FastAPI) -> None:
         page.table("Stages", d["stages"], testid="stages-table")
         if d.get("breakdown"):
             page.table(f"Stages by {by}", _stage_breakdown_rows(d), testid="stages-breakdown")
-        k = await compute(request, page, rec, "kpis", q["kpis"])
         if k is None:
             return
         page.chart(k.figure, "kpis-chart", "KPIs")
@@ -792,8 +798,7 @@ def mount(app: FastAPI) -> None:
         model = _one(p, "model") or None
         page.field("model", "Journey model", model or "", "select", [("", "default"), *_models()])
         q = painpoints_queries(p)
-        done = await compute(request, page, rec, "painpoints", q["painpoints"])
-        mom = await compute(request, page, rec, "moments", q["moments"])
+        done, mom = await compute_all(request, page, rec, q)
         if done is not None:
             page.chart(done.figure, "painpoints-chart", "Pain points by severity")
             page.table("Pain points", done.data.get("pain_points", []), testid="painpoints-table")
