@@ -15,9 +15,9 @@ import ibis
 import ibis.expr.types as ir
 import pytest
 
-from journeylens.analyses.funnel import FunnelQuery, FunnelResult, funnel
+from journeylens.analyses.funnel import FunnelQuery, FunnelResult, _plan, funnel
 from journeylens.errors import InvalidParameterError, UnknownNameError
-from journeylens.store import Store
+from journeylens.store import Store, open_store
 from journeylens.store import functions as store_functions
 from journeylens.workspace import Workspace
 from tests.helpers import T0, events_table
@@ -207,6 +207,24 @@ def test_steps_can_be_filters_on_columns_stages_and_properties(touches_of: Touch
     assert persons(either) == [4, 4]
     small = funnel(t, FunnelQuery(steps=["visit", "event=purchase&properties.total<50"], window="1h"))
     assert small.people(2) == ["p2"]
+
+
+def test_the_funnel_reads_below_projections_it_does_not_need() -> None:
+    """Workspace touches carry the stage rules (a CASE over every touch); a funnel whose steps
+    do not read the stage skips that projection but keeps the workspace filter below it."""
+    store = open_store(":memory:")
+    store.append("events", events_table([ev("p1", "visit", 0), ev("p1", "purchase", 5), ev("p2", "visit", 0)]))
+    store.append("events", events_table([ev("p9", "visit", 0), ev("p9", "purchase", 5)], workspace="other"))
+    touches = Workspace(store).touches()
+    plain = FunnelQuery(steps=["visit", "purchase"], window="1h")
+    by_stage = FunnelQuery(steps=["visit", "stage=decision"], window="1h")
+    assert "CASE" not in ibis.to_sql(_plan(touches, plain).base, dialect="duckdb")
+    assert "CASE" in ibis.to_sql(_plan(touches, by_stage).base, dialect="duckdb")
+    assert "CASE" in ibis.to_sql(_plan(touches, plain.model_copy(update={"breakdown": "stage"})).base,
+                                 dialect="duckdb")
+    # p9 belongs to the other workspace: not counted
+    assert levels(funnel(touches, plain)) == {"p1": 2, "p2": 1}
+    assert levels(funnel(touches, by_stage)) == {"p1": 2, "p2": 1}
 
 
 # ------------------------------------------------------------------------- breakdowns

@@ -152,3 +152,28 @@ def test_every_order_equals_brute_force_reference(case: dict[str, Any]) -> None:
         assert got.median_seconds_from_previous == pytest.approx(want.median_prev), got.step
     levels = {p: r.level for p, r in zip(sorted(case["people"]), per_person, strict=True) if r.level}
     assert result.levels() == levels
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=people, step_texts=steps, window=st.integers(1, 20))
+def test_plain_ordered_funnel_equals_the_general_pass(data: dict[str, Any], step_texts: list[str],
+                                                      window: int) -> None:
+    """A plain ordered funnel carries one row per attempt start between its passes; a per-step
+    limit equal to the window changes no answer (``t_k - t_(k-1) <= t_k - t_1``) but takes the
+    general pass that carries every successful touch: every number must agree, including
+    totals and the time from the previous step."""
+    rows, _ = _events(data)
+    store = open_store(":memory:")
+    store.append("events", events_table(rows))
+    touches = Workspace(store).touches()
+    plain = funnel(touches, FunnelQuery(steps=step_texts, window=window))
+    general = funnel(touches, FunnelQuery(steps=step_texts, window=window, step_window=window))
+    assert plain.levels() == general.levels()
+    for got, want in zip(plain.steps, general.steps, strict=True):
+        assert (got.persons, got.totals, got.drop_offs) == (want.persons, want.totals, want.drop_offs)
+        assert got.median_seconds_to_convert == pytest.approx(want.median_seconds_to_convert)
+        assert got.mean_seconds_to_convert == pytest.approx(want.mean_seconds_to_convert)
+        assert got.p90_seconds_to_convert == pytest.approx(want.p90_seconds_to_convert)
+        assert got.median_seconds_from_previous == pytest.approx(want.median_seconds_from_previous)
+        assert got.histogram == want.histogram

@@ -40,11 +40,13 @@ from typing import Any, Literal
 
 import ibis
 import ibis.expr.datatypes as dt
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from journeylens.analyses._relations import nullable as _nullable
+from journeylens.analyses._relations import union_all
 from journeylens.analyses._time import PERIODS, format_duration, histogram_edges, parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store import functions as store_functions
@@ -632,6 +634,8 @@ class _Ordered(_Variant):
     def unit_steps(self) -> ir.Table:
         p = self.plan
         q = p.query
+        if not (self.attempt_times or q.exclusions or q.step_window_seconds is not None):
+            return self._attempt_starts()
         carried = (list(range(1, len(q.steps) + 1)) if self.attempt_times
                    else sorted({e.from_step for e in q.exclusions}))
         null = p.null_ts()
@@ -644,6 +648,60 @@ class _Ordered(_Variant):
             done = self._extend(done, k, carried)
             per_step.append(self._per_unit(done, k))
         return reduce(lambda a, b: a.union(b), per_step)
+
+    def _attempt_starts(self) -> ir.Table:
+        """The plain funnel (no per-step limit, exclusions or attempt times): each pass only
+        needs, per unit, the starts of the attempts that reached step ``k-1`` and the time
+        each was first reached there — one row per ``(unit, start)``, not per successful
+        touch — because a step-``k`` touch succeeds when the latest start reached at or
+        before it is within the window. Fewer rows to sort; same successes.
+
+        ``prev`` (the latest successful step-``k-1`` touch at or before the first completion
+        of step ``k``) then comes from a join of those completions with the step-``k-1``
+        successes (hash join and aggregate instead of carrying it through the sort).
+        """
+        p = self.plan
+        n = len(p.query.steps)
+        null = p.null_ts()
+        first = p.rows(p.steps[0]).select(_U, _TS)
+        per_step = [first.group_by(_U).aggregate(
+            step=ibis.literal(1, "int64"), reached=first[_TS].min(), start=first[_TS].min(), prev=null,
+            completions=first.count().cast("int64"))]
+        # step-1 touches start where they are; equal (unit, ts) pairs are rare: no dedupe
+        anchors = first.select(_U, _TS, start=first[_TS])
+        done = anchors
+        w = ibis.cumulative_window(group_by=_U, order_by=[_TS, "o"])
+        for k in range(2, n + 1):
+            cur = p.rows(p.steps[k - 1])
+            # anchors sort before step-k touches of the same time (o=0 < 1): equal times count as in order
+            if k == 2:  # step-1 anchors start where they are: no start column to carry through the sort
+                u = anchors.select(_U, _TS, o=ibis.literal(0, "int8")).union(
+                    cur.select(_U, _TS, o=ibis.literal(1, "int8")))
+                s = u.mutate(w_start=ibis.cases((u.o == 0, u[_TS]), else_=null).max().over(w))
+            else:
+                u = anchors.select(_U, _TS, o=ibis.literal(0, "int8"), start="start").union(
+                    cur.select(_U, _TS, o=ibis.literal(1, "int8"), start=null))
+                s = u.mutate(w_start=u.start.max().over(w))
+            s = s.filter((s.o == 1) & s.w_start.notnull() & p.in_window(s[_TS], s.w_start))
+            succ = s.select(_U, _TS, start=s.w_start)
+            if k < n:  # the next pass's anchors; the per-unit numbers from them (fewer rows)
+                groups = succ.group_by(_U, "start").aggregate(**{_TS: succ[_TS].min(), "c": succ.count()})
+                anchors = groups.select(_U, _TS, "start")
+                agg = groups.group_by(_U).aggregate(reached=groups[_TS].min(), start=groups.start.min(),
+                                                    completions=groups.c.sum().cast("int64"))
+            else:
+                agg = succ.group_by(_U).aggregate(reached=succ[_TS].min(), start=succ.start.min(),
+                                                  completions=succ.count().cast("int64"))
+            if k == 2:  # the previous touch of a step-2 completion is its start
+                prev: ir.Table = agg.mutate(prev=agg.start)
+            else:  # the latest step-(k-1) success at or before it: one of the attempt it completes
+                b = done.rename(_pu=_U, _pts=_TS, _ps="start")
+                j = agg.join(b, (agg[_U] == b._pu) & (agg.start == b._ps) & (b._pts <= agg.reached))
+                prev = j.group_by(_U, "reached", "start", "completions").aggregate(prev=j._pts.max())
+            per_step.append(prev.select(_U, step=ibis.literal(k, "int64"), reached="reached", start="start",
+                                        prev="prev", completions="completions"))
+            done = succ
+        return union_all(per_step)
 
     def _extend(self, done: ir.Table, k: int, carried: list[int]) -> ir.Table:
         p = self.plan
@@ -835,7 +893,8 @@ def _plan(touches: ir.Table, q: FunnelQuery) -> _Plan:
     if q.order == "strict":
         used |= {"message_id", "event"}
     kept = [c for c in touches.columns if c in used and c != _U]
-    base = touches.filter(touches[col].notnull()).select(*kept, **{_U: touches[col].cast("string")})
+    source = _passed_through(touches, set(kept))
+    base = source.filter(source[col].notnull()).select(*kept, **{_U: source[col].cast("string")})
     return _Plan(
         query=q,
         base=base,
@@ -844,6 +903,23 @@ def _plan(touches: ir.Table, q: FunnelQuery) -> _Plan:
         ts_type=base[_TS].type(),
         columns=tuple(touches.columns),
     )
+
+
+def _passed_through(t: ir.Table, columns: set[str]) -> ir.Table:
+    """``t`` without the projections on top of it that pass ``columns`` through unchanged.
+
+    ``Workspace.touches()`` adds the journey model's stage columns (a ``CASE`` over every
+    touch, JSON reads included) with a projection the funnel does not need unless a step or
+    the breakdown reads them. The query shares the touches among several step scans, and
+    DuckDB materialises such a shared subquery with all its columns; reading below the
+    projection keeps the stage rules out of the funnel's query.
+    """
+    op = t.op()
+    while isinstance(op, ops.Project) and all(
+        isinstance(v := op.values.get(c), ops.Field) and v.name == c and v.rel == op.parent for c in columns
+    ):
+        op = op.parent
+    return t if op is t.op() else op.to_expr()
 
 
 # ---------------------------------------------------------------- breakdown
