@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from scipy import sparse
 from scipy.sparse.linalg import splu
 
+from journeylens.analyses._relations import segment_values
 from journeylens.analyses._time import parse_duration
 from journeylens.analyses.funnel import NONE_LABEL, OTHER_LABEL, Step, step_predicate
 from journeylens.errors import InvalidParameterError, UnknownNameError
@@ -902,11 +903,8 @@ def unit_labels(touches: ir.Table, q: AttributionQuery,
     segs = dict(segments or {})
     col = q.unit_column
     if name in segs:
-        seg = segs[name]
-        if col not in seg.columns or "value" not in seg.columns:
-            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
-        seg = seg.filter(seg[col].notnull())
-        return seg.select(_lu=seg[col].cast("string"), b=seg.value.cast("string")).distinct()
+        seg = segment_values(segs, name, col, unit_as="_lu", value_as="b")
+        return seg.filter(seg._lu.notnull())
     if col not in touches.columns:
         raise UnknownNameError("unit column", col, [c for c in touches.columns if c.endswith("_id")])
     readable = (name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX) and "properties" in touches.columns

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from journeylens.analyses._relations import segment_values
 from journeylens.analyses.attribution import (
     METHODS,
     AttributionComparison,
@@ -106,11 +107,9 @@ def unit_strata(segments: Mapping[str, ir.Table] | None, name: str, unit_column:
     segs = dict(segments or {})
     if name not in segs:
         raise UnknownNameError("adjustment segment", name, sorted(segs) or ["persona", "cohort", "cohort:<name>"])
-    seg = segs[name]
-    if unit_column not in seg.columns or "value" not in seg.columns:
-        raise InvalidParameterError(f"segment table '{name}' needs columns {unit_column} and value")
-    seg = seg.filter(seg[unit_column].notnull() & seg.value.notnull())
-    agg = seg.group_by(_u=seg[unit_column].cast("string")).aggregate(value=seg.value.cast("string").min())
+    seg = segment_values(segs, name, unit_column, unit_as="_u")
+    seg = seg.filter(seg._u.notnull() & seg.value.notnull())
+    agg = seg.group_by("_u").aggregate(value=seg.value.min())
     data = agg.to_pyarrow()
     return dict(zip(data.column("_u").to_pylist(), data.column("value").to_pylist(), strict=True))
 

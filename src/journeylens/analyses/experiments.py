@@ -51,6 +51,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from scipy import stats as _st
 
+from journeylens.analyses._relations import segment_values
 from journeylens.analyses._time import parse_duration
 from journeylens.analyses.funnel import NONE_LABEL, Step, check_step_fields, step_predicate
 from journeylens.analyses.surveys import wilson_interval
@@ -536,11 +537,8 @@ def _labels(t: ir.Table, q: ExperimentQuery, segments: Mapping[str, ir.Table]) -
         return None
     col = q.unit_column
     if name in segments:
-        seg = segments[name]
-        if col not in seg.columns or "value" not in seg.columns:
-            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
-        seg = seg.filter(seg[col].notnull())
-        return seg.select(_bu=seg[col].cast("string"), b=seg.value.cast("string")).distinct()
+        seg = segment_values(segments, name, col, unit_as="_bu", value_as="b")
+        return seg.filter(seg._bu.notnull())
     if name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX) and "properties" in t.columns:
         value: ir.StringValue = json_get(t.properties, name[len(PROPERTY_PREFIX):])
     elif name in t.columns and name not in (_U, "properties", "traits"):

@@ -46,7 +46,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from journeylens.analyses._relations import nullable as _nullable
-from journeylens.analyses._relations import union_all
+from journeylens.analyses._relations import segment_values, union_all
 from journeylens.analyses._time import PERIODS, format_duration, histogram_edges, parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store import functions as store_functions
@@ -932,11 +932,7 @@ def _breakdown_values(plan: _Plan, unit_steps: ir.Table, level: ir.Table,
         return None
     b = plan.base
     if name in segments:
-        seg = segments[name]
-        col = q.unit_column
-        if col not in seg.columns or "value" not in seg.columns:
-            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
-        return seg.select(**{_U: seg[col].cast("string"), "breakdown": seg.value.cast("string")}).distinct()
+        return segment_values(segments, name, q.unit_column, unit_as=_U, value_as="breakdown")
     if name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX) and "properties" in b.columns:
         value: ir.Value = json_get(b.properties, name[len(PROPERTY_PREFIX):])
     elif name in b.columns and name not in (_U, "properties"):

@@ -28,7 +28,7 @@ import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from journeylens.analyses._relations import union_all
+from journeylens.analyses._relations import segment_values, union_all
 from journeylens.analyses._time import PERIODS, format_duration, parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey.model import JourneyModel
@@ -409,10 +409,7 @@ def _period(ts: ir.Value, period: str | None) -> ir.Value:
 
 
 def _segment(segments: Mapping[str, ir.Table], name: str, unit_col: str) -> ir.Table:
-    seg = segments[name]
-    if unit_col not in seg.columns or "value" not in seg.columns:
-        raise InvalidParameterError(f"segment table '{name}' needs columns {unit_col} and value")
-    return seg.select(_u=seg[unit_col].cast("string"), _g=seg.value.cast("string")).distinct()
+    return segment_values(segments, name, unit_col, unit_as="_u", value_as="_g")
 
 
 def _with_levels(base: ir.Table, grouped: ir.Table | None) -> ir.Table:

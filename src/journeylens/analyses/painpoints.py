@@ -71,7 +71,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from scipy import stats
 
-from journeylens.analyses._relations import union_all
+from journeylens.analyses._relations import segment_values, union_all
 from journeylens.analyses._time import parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
@@ -452,11 +452,9 @@ def _unit_segments(b: ir.Table, q: PainPointsQuery, segments: Mapping[str, ir.Ta
                    people: ir.Table | None, accounts: ir.Table | None) -> ir.Table | None:
     col = q.unit_column
     parts: list[ir.Table] = []
-    for name, seg in segments.items():
-        if col not in seg.columns or "value" not in seg.columns:
-            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
-        x = seg.select(**{_U: seg[col].cast("string")}, dim=ibis.literal(name), value=seg.value.cast("string"))
-        parts.append(x.filter(x.value.notnull()).distinct())
+    for name in segments:
+        x = segment_values(segments, name, col, unit_as=_U)
+        parts.append(x.filter(x.value.notnull()).select(_U, dim=ibis.literal(name), value=x.value))
     if q.traits:
         if people is not None and q.unit == "person":
             for x in _trait_segments(people, "person_id", "", q.max_levels):

@@ -47,6 +47,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from journeylens.analyses._relations import nullable as _nullable
+from journeylens.analyses._relations import segment_values
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
 from journeylens.store.functions import json_get, unix_micros
@@ -243,10 +244,7 @@ def _unit_values(t: ir.Table, col: str, name: str, source: str, stage_k: int | N
                  segments: Mapping[str, ir.Table]) -> ir.Table:
     """``col, value`` (string, NULL when absent): the breakdown value(s) of each unit."""
     if name in segments:
-        seg = segments[name]
-        if col not in seg.columns or "value" not in seg.columns:
-            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
-        s = seg.select(**{"_k": seg[col].cast("string"), "value": seg.value.cast("string")}).distinct()
+        s = segment_values(segments, name, col, unit_as="_k")
         units = t.select(col).distinct()
         joined = units.left_join(s, units[col].cast("string") == s._k)
         return joined.select(col, "value")

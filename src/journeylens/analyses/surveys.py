@@ -41,6 +41,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from scipy import stats as _st
 
+from journeylens.analyses._relations import segment_values
 from journeylens.analyses._time import PERIODS
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
@@ -660,10 +661,7 @@ def _group_value(s: ir.Table, name: str, segments: Mapping[str, ir.Table], unit_
     """``s`` with a string column ``_g_<name>`` holding the breakdown value (NULL = none)."""
     col = f"_g_{len([c for c in s.columns if c.startswith('_g_')])}"
     if name in segments:
-        seg = segments[name]
-        if unit_col not in seg.columns or "value" not in seg.columns:
-            raise InvalidParameterError(f"segment table '{name}' needs columns {unit_col} and value")
-        vals = seg.select(_seg_unit=seg[unit_col].cast("string"), **{col: seg.value.cast("string")}).distinct()
+        vals = segment_values(segments, name, unit_col, unit_as="_seg_unit", value_as=col)
         joined = s.left_join(vals, s[unit_col].cast("string") == vals._seg_unit)
         return joined.drop("_seg_unit"), col
     if name in PERIODS:

@@ -42,6 +42,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from scipy import optimize, special
 
+from journeylens.analyses._relations import segment_values
 from journeylens.analyses._time import parse_duration
 from journeylens.analyses.funnel import (
     NONE_LABEL,
@@ -834,10 +835,7 @@ def _breakdown_groups(touches: ir.Table, q: ValueQuery, segments: Mapping[str, i
         return None
     col = q.unit_column
     if name in segments:
-        seg = segments[name]
-        if col not in seg.columns or "value" not in seg.columns:
-            raise InvalidParameterError(f"segment table '{name}' needs columns {col} and value")
-        pairs = seg.select(unit=seg[col].cast("string"), v=seg.value.cast("string")).distinct()
+        pairs = segment_values(segments, name, col, value_as="v")
     else:
         if name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX) and "properties" in touches.columns:
             value: ir.Value = json_get(touches.properties, name[len(PROPERTY_PREFIX):])
