@@ -49,6 +49,7 @@ def main() -> None:
         with journeylens.open(db) as ws:
             for target in ("events", "people", "costs", "surveys"):
                 ws.import_file(target, res.files[target])
+            ws.save_personas(ws.personas())  # as `journeylens personas --save`: the pickers list them
         keys = make_keys(db)
         srv = LiveServer(db).start()
         try:

@@ -450,7 +450,10 @@ class ExperimentResult:
                      "arrayminus": [r.rate - r.lower for r in v]},
             text=[f"{r.rate:.1%} (n={r.units})" for r in v], textposition="auto",
         ))
-        fig.update_layout(title=f"{self.query.goal.name} by {self.query.variant} — {self.verdict()}",
+        verdict = self.verdict()
+        short = verdict if len(verdict) <= 70 else verdict[:verdict.rfind(" ", 0, 67)] + " …"
+        # the full verdict is in to_dict() and the tables; the chart title must fit a dashboard card
+        fig.update_layout(title={"text": f"{self.query.goal.name} by {self.query.variant}<br><sup>{short}</sup>"},
                           yaxis={"tickformat": ".0%", "title": "conversion"})
         return fig
 
