@@ -322,16 +322,18 @@ class Workspace:
             return self.cohort(name)
         return persons
 
-    def sankey(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons = None,
+    def sankey(self, query: PathsQuery | None = None, *, model: ModelRef = None, persons: Persons | str = None,
                **params: Any) -> Sankey:
-        """Sankey flows of all paths per step position (docs/paths.md)."""
-        return sankey(self.touches(model), query if query is not None else PathsQuery(**params), persons=persons)
+        """Sankey flows of all paths per step position (docs/paths.md); ``persons`` as for :meth:`paths`."""
+        return sankey(self.touches(model), query if query is not None else PathsQuery(**params),
+                      persons=self._persons(persons))
 
     def transitions(self, query: TransitionsQuery | None = None, *, model: ModelRef = None,
-                    persons: Persons = None, **params: Any) -> TransitionMatrix:
-        """Transition matrix; ``params`` are :class:`TransitionsQuery` fields (docs/paths.md)."""
+                    persons: Persons | str = None, **params: Any) -> TransitionMatrix:
+        """Transition matrix; ``params`` are :class:`TransitionsQuery` fields (docs/paths.md);
+        ``persons`` as for :meth:`paths` (ids, a table, ``persona:KEY`` or ``cohort:NAME``)."""
         return transitions(self.touches(model), query if query is not None else TransitionsQuery(**params),
-                           persons=persons)
+                           persons=self._persons(persons))
 
     def funnel_paths(self, result: FunnelResult, step: int | str, position: str = "after",
                      query: PathsQuery | None = None, *, model: ModelRef = None) -> PathsResult:

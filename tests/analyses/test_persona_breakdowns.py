@@ -196,6 +196,23 @@ def test_repurchase_per_persona(shop: tuple[Path, pd.DataFrame]) -> None:
     assert (only.purchasers, only.repurchasers) == (lr.total.purchasers, lr.total.repurchasers)
 
 
+def test_transitions_and_sankey_filtered_by_persona(shop: tuple[Path, pd.DataFrame]) -> None:
+    from journeylens.cli.app import app
+
+    db, truth = shop
+    size = int((truth.persona == "loyal_regular").sum())
+    with journeylens.open(db) as ws:
+        tm = ws.transitions(persons="persona:loyal_regular")
+        everyone = ws.transitions()
+        flows = ws.sankey(persons="persona:loyal_regular")
+    assert tm.persons == size < everyone.persons  # every planted person has touches
+    # every person of the persona starts exactly one path: the first step's nodes hold them all
+    assert sum(n["persons"] for n in flows.to_dict()["nodes"] if n["step"] == 1) == size
+    res = CliRunner().invoke(app, ["--db", str(db), "transitions", "--cohort", "persona:loyal_regular", "-f", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["persons"] == size
+
+
 def test_propensity_per_persona_and_filter(shop: tuple[Path, pd.DataFrame]) -> None:
     db, truth = shop
     persona_of = dict(zip(truth.person_id, truth.persona, strict=True))

@@ -209,17 +209,24 @@ def register(app: typer.Typer) -> None:
         converted: Annotated[str | None, typer.Option("--converted", help="Compare converters (a touch matching this step filter, e.g. purchase or stage=decision) with the rest.")] = None,
         person: PersonOpt = None,
         persons_file: PersonsFileOpt = None,
+        cohort: Annotated[str | None, typer.Option("--cohort", help="Only members of this saved cohort "
+                                                   "(persona:KEY for a persona).")] = None,
         fmt: FormatOpt = Format.table,
         html: HtmlOpt = None,
+        figure: FigureOpt = None,
     ) -> None:
         """Transition matrix: counts, persons, probabilities out/in and times between nodes."""
         data = _options(level, unit, from_, to, depth, collapse, clean, exclude, start_end_nodes)
         data["converted"] = converted
         query = TransitionsQuery(**data)
         ws = _open()
-        result = transitions(ws.touches(model), query, persons=_persons(person, persons_file))
+        ids = _persons(person, persons_file)
+        if cohort is not None:
+            ids = [*(ids or []), *ws.cohort(cohort)]
+        result = transitions(ws.touches(model), query, persons=ids)
         if html is not None:
             _write_html(result.figure(), html)
+        write_figure(result, figure)
         if fmt is Format.table:
             out.print(_transitions_table(result, "all", f"Transitions by {level}"))
             if query.converted is not None:
