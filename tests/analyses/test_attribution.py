@@ -39,7 +39,7 @@ DAY = 24 * 60
 
 
 # ------------------------------------------------------------------ a hand-checked example
-def _rows() -> list[dict[str, Any]]:
+def hand_journey_rows() -> list[dict[str, Any]]:
     """p1 email, seo -> purchase 100; p2 direct, email, direct -> purchase 50; p3 seo, seo (never
     buys); p4 email 40 days before, then seo -> purchase 30; p5 buys without any touch; p6 seo ->
     purchase 10, then email -> purchase 20 (a second conversion)."""
@@ -85,7 +85,7 @@ PHI = {"direct": 1 / 6 + (0.8 - 0.75) / 3, "email": 1 / 6 + (0.75 - 2 / 3) / 6 +
 
 
 def test_hand_example_every_method(touches_of: Callable[[list[dict[str, Any]]], Any]) -> None:
-    touches = touches_of(_rows())
+    touches = touches_of(hand_journey_rows())
     q = AttributionQuery(half_life="10m")
     cmp = compare_attribution(touches, q)  # one extraction for every method
     first = cmp.result("first_touch")
@@ -122,7 +122,7 @@ def _decay_p2() -> dict[str, float]:
 def test_repeat_lookback_and_account_unit(touches_of: Callable[[list[dict[str, Any]]], Any], backend: str) -> None:
     if backend == "spark":
         pytest.skip("the extraction is covered on Spark by the hand example; Spark is slow")
-    touches = touches_of(_rows())
+    touches = touches_of(hand_journey_rows())
     j = extract_journeys(touches, AttributionQuery())
     assert j.revenue_without_touches == 5.0
     first = attribution(touches, method="first_touch", repeat=True).credit()

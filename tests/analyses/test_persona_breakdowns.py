@@ -22,41 +22,14 @@ import journeylens
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store import Store, open_store
 from journeylens.workspace import Workspace
+from tests.analyses.test_attribution import hand_journey_rows
 from tests.helpers import events_table
-
-DAY = 24 * 60
 
 
 # ------------------------------------------------------------------ hand-checked, every backend
 def _rows() -> list[dict[str, Any]]:
-    """p1 email, seo -> purchase 100; p2 direct, email, direct -> purchase 50; p3 seo, seo (never
-    buys); p4 email 40 days before, then seo -> purchase 30; p5 buys without any touch; p6 seo ->
-    purchase 10, then email -> purchase 20."""
-    r: list[dict[str, Any]] = []
-
-    def add(person: str, minute: int, event: str = "visit", channel: str | None = None,
-            revenue: float | None = None) -> None:
-        r.append({"user_id": person, "minute": minute, "event": event, "channel": channel, "revenue": revenue,
-                  "message_id": f"m{len(r):03d}"})
-
-    add("p1", 0, channel="email")
-    add("p1", 10, channel="seo")
-    add("p1", 20, "purchase", channel="seo", revenue=100.0)
-    add("p2", 0, channel="direct")
-    add("p2", 5, channel="email")
-    add("p2", 6, channel="direct")
-    add("p2", 30, "purchase", channel="direct", revenue=50.0)
-    add("p3", 0, channel="seo")
-    add("p3", 1, channel="seo")
-    add("p4", 0, channel="email")
-    add("p4", 40 * DAY, channel="seo")
-    add("p4", 40 * DAY + 10, "purchase", channel="seo", revenue=30.0)
-    add("p5", 0, "purchase", revenue=5.0)
-    add("p6", 0, channel="seo")
-    add("p6", 10, "purchase", channel="seo", revenue=10.0)
-    add("p6", 20, channel="email")
-    add("p6", 30, "purchase", channel="email", revenue=20.0)
-    return r
+    """The hand-checked journeys of test_attribution (p1..p6; see its docstring), without accounts."""
+    return [{k: v for k, v in r.items() if k != "account_id"} for r in hand_journey_rows()]
 
 
 def test_segments_on_every_backend(make_store: Callable[[], Store]) -> None:
