@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from journeylens.errors import JourneylensError
 
@@ -76,13 +77,7 @@ def save_figure(fig: Any, path: Path, *, width: int = 1000, height: int = 600) -
             "([fmt, w, h]) => Plotly.toImage(document.querySelector('.plotly-graph-div'), "
             "{format: fmt, width: w, height: h})", [fmt, width, height])
         header, _, data = str(url).partition(",")
-        path.write_bytes(base64.b64decode(data) if header.endswith(";base64") else _unquote(data).encode())
+        path.write_bytes(base64.b64decode(data) if header.endswith(";base64") else unquote(data).encode())
 
     with_page(html, draw, width + 40, what="the chart")
     return path
-
-
-def _unquote(text: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(text)
