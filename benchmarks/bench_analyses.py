@@ -26,8 +26,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ import ibis
 
 import journeylens
 from benchmarks.bench_import import demo_events
-from benchmarks.common import Measurement, measure, report
+from benchmarks.common import Measurement, best_of, report
 from journeylens.analyses.funnel import FunnelQuery, funnel
 from journeylens.analyses.paths import PathsQuery, paths
 from journeylens.analyses.retention import RetentionQuery, retention
@@ -73,35 +71,35 @@ def main() -> None:
         conds = ", ".join(f"e = '{s}'" for s in STEPS)
         sql = (f"SELECT p, windowFunnel({WINDOW})(toUInt64(toUnixTimestamp64Micro(t) / 1000000), {conds}) AS level "
                f"FROM (SELECT person_id AS p, ts AS t, event AS e FROM file('{parquet}', Parquet)) GROUP BY p")
-        ref, ch = best("chdb windowFunnel (resolved touches parquet)", size, repeat,
+        ref, ch = best_of(repeat, "chdb windowFunnel (resolved touches parquet)", size,
                        lambda: chdb.query(sql, "DataFrame"))
         rows.append(ref)
         ch_levels = {str(p): int(v) for p, v in zip(ch["p"], ch["level"], strict=True) if int(v) > 0}
 
         q = FunnelQuery(steps=STEPS, window="7d")
-        m, res = best("journeylens funnel (from store, incl. identity)", size, repeat,
+        m, res = best_of(repeat, "journeylens funnel (from store, incl. identity)", size,
                       lambda: ws.funnel(query=q), reference=ref.operation)
         rows.append(m)
         materialised = _create(con, "touches_mat", touches)
-        m2, mat = best("journeylens funnel (materialised touches)", size, repeat,
+        m2, mat = best_of(repeat, "journeylens funnel (materialised touches)", size,
                        lambda: funnel(materialised, q), reference=ref.operation)
         rows.append(m2)
         agree = res.levels() == ch_levels and mat.levels() == ch_levels
 
-        floor, _ = best("duckdb full sort by (person, ts) (floor)", size, repeat, lambda: con.raw_sql(
+        floor, _ = best_of(repeat, "duckdb full sort by (person, ts) (floor)", size, lambda: con.raw_sql(
             "CREATE OR REPLACE TEMP TABLE sorted AS SELECT * FROM touches_resolved ORDER BY person_id, ts"))
         rows.append(floor)
-        m3, _ = best("journeylens transitions (event level)", size, repeat,
+        m3, _ = best_of(repeat, "journeylens transitions (event level)", size,
                      lambda: transitions(touches, TransitionsQuery()), reference=floor.operation)
         rows.append(m3)
-        m4, _ = best("journeylens top paths (depth 5)", size, repeat,
+        m4, _ = best_of(repeat, "journeylens top paths (depth 5)", size,
                      lambda: paths(touches, PathsQuery()), reference=floor.operation)
         rows.append(m4)
 
-        scan, _ = best("duckdb count(distinct person) scan", size, repeat,
+        scan, _ = best_of(repeat, "duckdb count(distinct person) scan", size,
                        lambda: con.raw_sql("SELECT count(DISTINCT person_id) FROM touches_resolved").fetchall())
         rows.append(scan)
-        m5, _ = best("journeylens weekly retention", size, repeat,
+        m5, _ = best_of(repeat, "journeylens weekly retention", size,
                      lambda: retention(touches, RetentionQuery(period="week")), reference=scan.operation)
         rows.append(m5)
         ws.close()
@@ -118,24 +116,6 @@ def main() -> None:
     print(f"load: {Path('/proc/loadavg').read_text().strip()}")
     print(f"funnel levels equal to chdb windowFunnel for every person: {agree} "
           f"({len(ch_levels):,} persons with level >= 1)")
-
-
-def best(operation: str, size: int, repeat: int, fn: Callable[[], Any],
-         reference: str | None = None) -> tuple[Measurement, Any]:
-    """Run ``fn`` ``repeat`` times; the fastest run's measurement (peak RSS: the largest) and its answer."""
-    runs: list[Measurement] = []
-    out: Any = None
-    for _ in range(repeat):
-        cpu = time.process_time()
-        with measure(operation, size, reference=reference) as m:
-            out = fn()
-        m.extra["cpu"] = time.process_time() - cpu
-        runs.append(m)
-    fastest = min(runs, key=lambda r: r.seconds)
-    fastest.peak_rss = max(r.peak_rss for r in runs)
-    fastest.extra["runs"] = [round(r.seconds, 3) for r in runs]
-    fastest.extra["cpu_best"] = min(r.extra["cpu"] for r in runs)
-    return fastest, out
 
 
 def _create(con: Any, name: str, expr: Any) -> Any:
