@@ -8,7 +8,7 @@ unless a test says seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import ibis
@@ -18,7 +18,6 @@ import pytest
 from journeylens.analyses.funnel import FunnelQuery, FunnelResult, _plan, funnel
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store import Store, open_store
-from journeylens.store import functions as store_functions
 from journeylens.workspace import Workspace
 from tests.helpers import T0, events_table
 
@@ -374,16 +373,18 @@ def test_unknown_fields_and_breakdowns_suggest_names(touches_of: Touches) -> Non
 
 
 # ------------------------------------------------------------------------- integer time path
-@ibis.udf.scalar.builtin
-def unix_micros(ts: datetime) -> int:  # type: ignore[empty-body]
-    """Spark's builtin; on DuckDB the macro below (what the store may register)."""
 
-
-@pytest.mark.parametrize("order", ["ordered", "strict", "unordered"])
-def test_integer_microseconds_give_the_same_answers(make_store: Callable[[], Store], backend: str,
-                                                    monkeypatch: pytest.MonkeyPatch, order: str) -> None:
-    """With a ``unix_micros`` builtin in the store's functions the funnel compares integer
-    microseconds instead of timestamps plus intervals; both paths agree to the microsecond."""
+@pytest.mark.parametrize(("order", "expected"), [
+    ("ordered", {"p1": 2, "p2": 1, "p3": 1}),
+    ("strict", {"p1": 2, "p2": 1, "p3": 1}),
+    ("unordered", {"p1": 2, "p2": 2, "p3": 3}),
+])
+def test_windows_are_exact_to_the_microsecond(make_store: Callable[[], Store], order: str,
+                                              expected: dict[str, int]) -> None:
+    """Window tests run on integer microseconds: a touch 1 µs beyond the 30-minute window (or
+    per-step limit) is out, one exactly on it is in. p1's purchase and p2's product view lie
+    1 µs beyond; p3's coupon error is an exclusion between visit and product view (ordered)
+    and breaks the consecutive run (strict)."""
     store = make_store()
     store.append("events", events_table([
         at("p1", "visit", 0), at("p1", "product_view", 1800), at("p1", "purchase", 1800.000001),
@@ -391,15 +392,8 @@ def test_integer_microseconds_give_the_same_answers(make_store: Callable[[], Sto
         at("p3", "visit", 10), at("p3", "coupon_error", 11), at("p3", "product_view", 12.5),
         at("p3", "purchase", 13),
     ]))
-    if backend == "duckdb":
-        store.con.raw_sql("CREATE OR REPLACE TEMP MACRO unix_micros(t) AS epoch_us(t)")
-    touches = Workspace(store).touches()
     extra: dict[str, Any] = {"step_window": "1800s"} if order != "unordered" else {}
     if order == "ordered":
         extra["exclusions"] = ["coupon_error:1:2"]
     q = FunnelQuery(steps=["visit", "product_view", "purchase"], window="30m", order=order, **extra)
-    plain = funnel(touches, q)
-    monkeypatch.setattr(store_functions, "unix_micros", unix_micros, raising=False)
-    fast = funnel(touches, q)
-    assert fast.to_dict() == plain.to_dict()
-    assert fast.levels() == plain.levels()
+    assert funnel(Workspace(store).touches(), q).levels() == expected

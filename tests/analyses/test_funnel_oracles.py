@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from journeylens.analyses.funnel import Exclusion, FunnelQuery, FunnelResult, funnel
+from journeylens.analyses.funnel import Exclusion, FunnelQuery, FunnelResult, _Ordered, funnel
 from journeylens.store import open_store
 from journeylens.workspace import Workspace
 from tests.analyses import funnel_oracle as oracle
@@ -167,8 +167,43 @@ def test_plain_ordered_funnel_equals_the_general_pass(data: dict[str, Any], step
     store = open_store(":memory:")
     store.append("events", events_table(rows))
     touches = Workspace(store).touches()
-    plain = funnel(touches, FunnelQuery(steps=step_texts, window=window))
+    query = FunnelQuery(steps=step_texts, window=window)
     general = funnel(touches, FunnelQuery(steps=step_texts, window=window, step_window=window))
+    for plain in (funnel(touches, query), _window_passes(touches, query)):
+        _assert_same_funnel(plain, general)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=people, step_texts=steps, window=st.integers(1, 20), trend=st.sampled_from([None, "day"]))
+def test_in_process_scan_equals_the_window_passes(data: dict[str, Any], step_texts: list[str], window: int,
+                                                   trend: str | None) -> None:
+    """DuckDB computes a plain ordered funnel by walking each unit's sorted step touches in
+    numpy; Spark by one window pass per step. Both on DuckDB must agree on every number, with
+    a breakdown (summary over the scan's rows in the engine) and without (summary in numpy)."""
+    rows, _ = _events(data)
+    store = open_store(":memory:")
+    store.append("events", events_table(rows))
+    touches = Workspace(store).touches()
+    for breakdown in (None, "channel"):
+        query = FunnelQuery(steps=step_texts, window=window, breakdown=breakdown, trend_period=trend)
+        scanned, passes = funnel(touches, query), _window_passes(touches, query)
+        _assert_same_funnel(scanned, passes)
+        assert [(b.value, b.steps) for b in scanned.breakdown] == [(b.value, b.steps) for b in passes.breakdown]
+        assert scanned.trend == passes.trend
+        assert scanned.people(2, "dropped") == passes.people(2, "dropped")
+
+
+def _window_passes(touches: Any, query: FunnelQuery) -> FunnelResult:
+    """The funnel as the distributed engines compute it (no in-process scan)."""
+    _Ordered.scan_in_process = False
+    try:
+        return funnel(touches, query)
+    finally:
+        _Ordered.scan_in_process = True
+
+
+def _assert_same_funnel(plain: FunnelResult, general: FunnelResult) -> None:
     assert plain.levels() == general.levels()
     for got, want in zip(plain.steps, general.steps, strict=True):
         assert (got.persons, got.totals, got.drop_offs) == (want.persons, want.totals, want.drop_offs)

@@ -43,14 +43,15 @@ import ibis.expr.datatypes as dt
 import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from journeylens.analyses import _funnel_scan
 from journeylens.analyses._relations import nullable as _nullable
 from journeylens.analyses._relations import segment_values, union_all
 from journeylens.analyses._time import PERIODS, format_duration, histogram_edges, parse_duration
 from journeylens.errors import InvalidParameterError, UnknownNameError
-from journeylens.store import functions as store_functions
-from journeylens.store.functions import json_get, json_get_number
+from journeylens.store.functions import json_get, json_get_number, seconds_between, unix_micros
 
 ORDERS = ("ordered", "strict", "unordered")
 UNITS: dict[str, str] = {"person": "person_id", "account": "account_id"}
@@ -535,27 +536,10 @@ _TS = "ts"
 _U = "unit"
 
 
-def _unix_micros() -> Callable[[ir.TimestampValue], ir.IntegerValue] | None:
-    """The store's ``unix_micros`` builtin when it offers one (Spark has it natively; DuckDB
-    needs a macro over ``epoch_us``). Integer microseconds avoid DuckDB's time-zone-aware
-    (ICU) arithmetic on ``TIMESTAMPTZ``, which costs about a quarter of a funnel's time."""
-    fn: Callable[[ir.TimestampValue], ir.IntegerValue] | None = getattr(store_functions, "unix_micros", None)
-    return fn
-
-
 def _at_most_after(t: ir.TimestampValue, ref: ir.TimestampValue, seconds: int) -> ir.BooleanValue:
-    """``t <= ref + seconds`` (exact to the microsecond)."""
-    micros = _unix_micros()
-    if micros is not None:
-        return micros(t) <= micros(ref) + ibis.literal(seconds * 1_000_000, "int64")
-    return t <= ref + ibis.interval(seconds=seconds)
-
-
-def _seconds_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.FloatingValue:
-    micros = _unix_micros()
-    if micros is not None:
-        return (micros(later) - micros(earlier)) / 1e6
-    return later.delta(earlier, unit="microsecond") / 1e6
+    """``t <= ref + seconds`` (exact to the microsecond; integer arithmetic, see
+    :func:`journeylens.store.functions.seconds_between`)."""
+    return unix_micros(t) <= unix_micros(ref) + ibis.literal(seconds * 1_000_000, "int64")
 
 
 @dataclass(frozen=True)
@@ -595,8 +579,14 @@ class _Variant(abc.ABC):
     ``prev`` (time of the previous step's touch in that attempt) and ``completions``.
     """
 
+    scan_in_process = True
+    """Ordered funnels: on an in-process engine (DuckDB) walk each unit's sorted step touches
+    in numpy (:mod:`journeylens.analyses._funnel_scan`) instead of one window pass per step."""
+
     def __init__(self, plan: _Plan, *, attempt_times: bool = False) -> None:
         self.plan = plan
+        self.scanned: pa.Table | None = None
+        """:meth:`unit_steps` as Arrow when it was computed in process (then already executed)."""
         self.attempt_times = attempt_times
         """Also return ``t1..tn``: the times of the step touches of the attempt a row completes."""
 
@@ -635,6 +625,10 @@ class _Ordered(_Variant):
         p = self.plan
         q = p.query
         if not (self.attempt_times or q.exclusions or q.step_window_seconds is not None):
+            if self.scan_in_process and _funnel_scan.runs_in_process(p.base):
+                self.scanned = _funnel_scan.unit_steps(p.base, p.steps, q.window_seconds,
+                                                       disjoint=_disjoint(q.steps))
+                return _funnel_scan.as_table(self.scanned, p.ts_type)
             return self._attempt_starts()
         carried = (list(range(1, len(q.steps) + 1)) if self.attempt_times
                    else sorted({e.from_step for e in q.exclusions}))
@@ -865,6 +859,18 @@ def _condition_predicate(t: ir.Table, c: Condition) -> ir.BooleanValue:
     return {"gt": x > v, "gte": x >= v, "lt": x < v, "lte": x <= v}[c.op]
 
 
+def _disjoint(steps: Sequence[Step]) -> bool:
+    """True when no touch can match two of ``steps``: every pair has a column both require to
+    equal values from disjoint sets (typically: different event names)."""
+    def equal_sets(step: Step) -> dict[str, set[str]]:
+        return {c.field: set(c.values) for c in step.conditions
+                if c.op == "eq" and not c.field.startswith(PROPERTY_PREFIX)}
+
+    sets = [equal_sets(s) for s in steps]
+    return all(any(f in b and not (a[f] & b[f]) for f in a)
+               for i, a in enumerate(sets) for b in sets[i + 1:])
+
+
 def check_step_fields(touches: ir.Table, steps: Sequence[Step]) -> None:
     """Raise :class:`UnknownNameError` (with a suggestion) when a step reads a column ``touches`` lacks."""
     columns = [c for c in touches.columns if c != "properties"]
@@ -894,7 +900,7 @@ def _plan(touches: ir.Table, q: FunnelQuery) -> _Plan:
         used |= {"message_id", "event"}
     kept = [c for c in touches.columns if c in used and c != _U]
     source = _passed_through(touches, set(kept))
-    base = source.filter(source[col].notnull()).select(*kept, **{_U: source[col].cast("string")})
+    base = source.filter(source[col].notnull() & source[_TS].notnull()).select(*kept, **{_U: source[col].cast("string")})
     return _Plan(
         query=q,
         base=base,
@@ -1036,8 +1042,8 @@ def cohort_segments(cohorts: ir.Table, touches: ir.Table, breakdown: str | None,
 # ---------------------------------------------------------------- summary
 def _durations(t: ir.Table) -> dict[str, ir.Value]:
     later = t.step > 1
-    to_convert = ibis.cases((later, _seconds_between(t.reached, t.start)), else_=ibis.null("float64"))
-    from_prev = ibis.cases((later, _seconds_between(t.reached, t.prev)), else_=ibis.null("float64"))
+    to_convert = ibis.cases((later, seconds_between(t.reached, t.start)), else_=ibis.null("float64"))
+    from_prev = ibis.cases((later, seconds_between(t.reached, t.prev)), else_=ibis.null("float64"))
     return {"dur": to_convert, "dur_prev": from_prev}
 
 
@@ -1091,13 +1097,17 @@ def funnel(touches: ir.Table, query: FunnelQuery, *, segments: Mapping[str, ir.T
         raise InvalidParameterError("funnel() needs a FunnelQuery")
     q = query
     plan = _plan(touches, q)
-    unit_steps = VARIANTS[q.order](plan).unit_steps()
+    variant = VARIANTS[q.order](plan)
+    unit_steps = variant.unit_steps()
     level = _levels(unit_steps, len(q.steps))
     values = _breakdown_values(plan, unit_steps, level, segments or {})
     units = _units(level, values, q.breakdown_limit)
 
     edges = histogram_edges(q.window_seconds)
-    records = _collect(_summary(unit_steps, level, units if values is not None else None, q, edges))
+    if variant.scanned is not None and values is None and q.trend_period is None:
+        records = _funnel_scan.summary_records(variant.scanned, edges)
+    else:
+        records = _collect(_summary(unit_steps, level, units if values is not None else None, q, edges))
 
     stats: dict[str | None, dict[int, dict[str, Any]]] = {}
     hist: dict[str | None, dict[int, dict[int, int]]] = {}

@@ -49,6 +49,7 @@ from journeylens.analyses.funnel import (
 )
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey.stages import glob_regex
+from journeylens.store.functions import seconds_between
 
 LEVELS: dict[str, str] = {
     "event": "event",
@@ -576,7 +577,7 @@ def path_nodes(touches: ir.Table, q: PathOptions, *, persons: Persons = None,
         if needs_n:
             n_kept = ibis.least(s._n, d)
     seconds = ibis.cases(
-        (s.pos > 1, s[_TS].delta(s._gap_from, unit="microsecond") / 1e6), else_=ibis.null("float64"))
+        (s.pos > 1, seconds_between(s[_TS], s._gap_from)), else_=ibis.null("float64"))
     step = s.pos - n_kept if (q.aligned_end and n_kept is not None) else s.pos
     nodes = s.mutate(
         source=ibis.cases((s.pos > 1, s.source), else_=ibis.null("string")),
@@ -624,7 +625,7 @@ def _unit_paths(nodes: ir.Table) -> ir.Table:
         _start=nodes[_TS].min(),
         _end=nodes.end_ts.max(),
     )
-    return g.select(_U, "path", seconds=g._end.delta(g._start, unit="microsecond") / 1e6)
+    return g.select(_U, "path", seconds=seconds_between(g._end, g._start))
 
 
 def _triples(nodes: ir.Table) -> ir.Table:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from io import StringIO
@@ -65,6 +65,7 @@ from journeylens.analyses._time import parse_duration, parse_instant, utc_instan
 from journeylens.analyses.funnel import Step, check_step_fields, step_predicate
 from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.journey import JourneyModel
+from journeylens.store.functions import seconds_between
 
 CHURN = "churn"
 ACTIONS = ("touchpoint", "channel")
@@ -589,15 +590,6 @@ def _vocabulary(t: ir.Table, q: PropensityQuery, stage_index: int | None) -> tup
     return out, excluded
 
 
-def _seconds(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.FloatingValue:
-    from journeylens.store import functions as fns
-
-    micros: Callable[[ir.TimestampValue], ir.IntegerValue] | None = getattr(fns, "unix_micros", None)
-    if micros is not None:
-        return (micros(later) - micros(earlier)) / 1e6
-    return later.delta(earlier, unit="microsecond") / 1e6
-
-
 def _person_state(plan: _Plan, cutoff: datetime) -> ir.Table:
     """``_u, stage_index, reached, last_ts`` per person with a touch at or before ``cutoff``."""
     t = plan.base.filter(plan.base[_TS] <= plan.lit(cutoff))
@@ -610,7 +602,7 @@ def _person_rows(plan: _Plan, cutoff: datetime) -> ir.Table:
     c = plan.lit(cutoff)
     t = plan.base.filter(plan.base[_TS] <= c)
     prev = t[_TS].lag().over(ibis.window(group_by=_U, order_by=[t[_TS]]))
-    t = t.mutate(_new=ibis.cases((prev.isnull(), 1), (_seconds(t[_TS], prev) > SESSION_GAP_SECONDS, 1), else_=0),
+    t = t.mutate(_new=ibis.cases((prev.isnull(), 1), (seconds_between(t[_TS], prev) > SESSION_GAP_SECONDS, 1), else_=0),
                  _recent=(t[_TS] > plan.lit(cutoff - plan.h)).cast("int64"))
     aggs: dict[str, ir.Value] = {
         "touches": t.count(),
@@ -629,8 +621,8 @@ def _person_rows(plan: _Plan, cutoff: datetime) -> ir.Table:
         for i, v in enumerate(plan.vocab.get(col, ())):
             aggs[f"_{col}_{i}"] = (t[col] == v).cast("int64").sum()
     per = t.group_by(_U).aggregate(**aggs)
-    return per.mutate(recency_days=_seconds(c, per.last_ts) / DAY_SECONDS,
-                      tenure_days=_seconds(c, per.first_ts) / DAY_SECONDS)
+    return per.mutate(recency_days=seconds_between(c, per.last_ts) / DAY_SECONDS,
+                      tenure_days=seconds_between(c, per.first_ts) / DAY_SECONDS)
 
 
 def _labels(plan: _Plan, start: datetime, end: datetime) -> ir.Table:

@@ -129,8 +129,7 @@ touches cache was resolved with; an incremental refresh requires it to match the
 
 
 def _event_count(store: Store, workspace: str) -> int:
-    e = store.table("events")
-    return int(store.scalar(e.filter(e.workspace == ibis.literal(workspace)).count()))
+    return store.workspace_rows("events", workspace)
 
 
 def _workspace_identities(store: Store, workspace: str) -> ir.Table:

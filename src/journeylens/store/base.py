@@ -80,6 +80,11 @@ class Store(abc.ABC):
     def replace_workspace_rows(self, name: str, workspace: str, data: pa.Table) -> None:
         """Replace all rows of ``workspace`` in table ``name`` by ``data`` (atomically)."""
 
+    def workspace_rows(self, name: str, workspace: str) -> int:
+        """Number of rows of ``workspace`` in table ``name``."""
+        t = self.table(name)
+        return int(self.scalar(t.filter(t.workspace == workspace).count()))
+
     def to_pyarrow(self, expr: ir.Expr) -> pa.Table:
         return self.con.to_pyarrow(expr)
 

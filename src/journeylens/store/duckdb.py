@@ -274,7 +274,21 @@ class DuckDBStore(Store):
             self.raw.execute(f"SET threads = {int(threads)}")
         self.raw.execute("SET preserve_insertion_order = false")
         register_duckdb_functions(self.con)
+        self._tables: dict[str, ir.Table] = {}
         self._ensure_tables(read_only)
+
+    def table(self, name: str) -> ir.Table:
+        """The table's expression, looked up in the catalog once per store: the canonical tables
+        are created at open and never altered (a lookup costs about as much as a small query)."""
+        t = self._tables.get(name)
+        if t is None:
+            t = self._tables[name] = super().table(name)
+        return t
+
+    def workspace_rows(self, name: str, workspace: str) -> int:
+        _known_table(name)
+        rows = self.raw.execute(f"SELECT count(*) FROM {_q(name)} WHERE workspace = ?", [workspace]).fetchall()
+        return int(rows[0][0])
 
     def _ensure_tables(self, read_only: bool) -> None:
         existing = set(self.con.list_tables())

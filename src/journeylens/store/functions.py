@@ -26,6 +26,14 @@ def unix_micros(ts: datetime) -> int:  # type: ignore[empty-body]
     cheaper than time-zone-aware timestamp arithmetic on DuckDB."""
 
 
+def seconds_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
+    """``later - earlier`` in seconds (float, exact to the microsecond) by integer arithmetic;
+    DuckDB's ``date_diff`` on ``TIMESTAMPTZ`` goes through ICU's calendar and costs more than
+    the window sort it follows."""
+    result: ir.FloatingValue = (unix_micros(later) - unix_micros(earlier)) / 1e6
+    return result
+
+
 DUCKDB_MACROS = (
     "CREATE OR REPLACE TEMP MACRO get_json_object(j, p) AS "
     "CASE WHEN json_valid(j) THEN json_extract_string(j, p) END",

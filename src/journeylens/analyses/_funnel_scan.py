@@ -1,0 +1,210 @@
+"""The plain ordered funnel as one linear scan per unit, for in-process engines (DuckDB).
+
+Same recurrence as :class:`journeylens.analyses.funnel._Ordered` — a step-``k`` touch
+succeeds when the latest start among the unit's successful step-``k-1`` touches at or
+before it is within the window — but evaluated the way ClickHouse ``windowFunnel`` does:
+the engine gathers each unit's step touches into one list sorted by ``(time, step)``
+(``list_sort`` of ``micros * 64 + step``: a hash aggregate and many small sorts instead of
+one sort of every step touch per step), and numpy walks the lists. "Latest at or before"
+is a running ``max`` over row positions: positions are ordered by time inside a unit and a
+unit's rows are contiguous, so a running maximum that points before the unit's first row
+means "none".
+
+Rows come back in record batches of whole units (the engine streams the grouped lists),
+so memory is bounded by the batch, not by the number of touches. The result is the
+``unit_steps`` table the rest of the funnel reads, as an in-memory table on the same engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+
+from journeylens.analyses._relations import union_all
+from journeylens.store.functions import unix_micros
+
+STEP_BITS = 6
+"""Packed value = ``micros << STEP_BITS | step``; steps are 1..32 (``MAX_STEPS``)."""
+_STEP_MASK = (1 << STEP_BITS) - 1
+IN_PROCESS_BACKENDS = frozenset({"duckdb"})
+"""Engines that run in this process: fetching each unit's step times is cheap there. Spark
+keeps the distributed window passes."""
+_UNIT = "unit"
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def runs_in_process(t: ir.Table) -> bool:
+    """Whether ``t`` lives on an engine in :data:`IN_PROCESS_BACKENDS`."""
+    try:
+        return t._find_backend().name in IN_PROCESS_BACKENDS
+    except Exception:  # an unbound table (ibis.table) has no backend
+        return False
+
+
+def step_lists(base: ir.Table, steps: Sequence[ir.BooleanValue], *, disjoint: bool = False) -> ir.Table:
+    """``unit, l``: each unit's step touches packed as ``micros << STEP_BITS | step`` (a touch
+    matching several steps once per step), sorted — by time, then step number.
+
+    ``disjoint`` promises that no touch matches two steps (e.g. steps naming different
+    events): then one scan with a ``CASE`` replaces one filtered scan per step.
+    """
+    micros = unix_micros(base.ts) * (1 << STEP_BITS)
+    if disjoint:
+        u = base.select(_UNIT, v=ibis.cases(*((p, micros + k) for k, p in enumerate(steps, start=1))))
+        u = u.filter(u.v.notnull())
+    else:
+        parts = []
+        for k, predicate in enumerate(steps, start=1):
+            rows = base.filter(predicate)
+            parts.append(rows.select(_UNIT, v=unix_micros(rows.ts) * (1 << STEP_BITS) + k))
+        u = union_all(parts)
+    lists = u.group_by(_UNIT).aggregate(l=u.v.collect())
+    return lists.select(_UNIT, l=lists.l.sort())
+
+
+@dataclass
+class _StepRows:
+    """Per unit that completed step ``k`` at least once: its first completion."""
+
+    units: list[pa.Array]
+    reached: list[np.ndarray]
+    start: list[np.ndarray]
+    prev: list[np.ndarray]
+    completions: list[np.ndarray]
+
+
+def scan(lists: pa.ListArray, n_steps: int, window_us: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                           np.ndarray | None, np.ndarray]]:
+    """Walk one batch of sorted unit lists. Returns per step ``k`` (1-based, in order, up to
+    the last step anyone reached): ``(unit index, reached, start, prev, completions)`` of each
+    unit's first completion (micros; ``prev`` is None for step 1).
+
+    Pass ``k`` looks up, for every step-``k`` row, the latest successful step-``k-1`` row
+    before it (a prefix count over the batch); that row's start is the latest start the
+    unit has reached step ``k-1`` with, because starts never decrease along a unit's
+    successful rows. The row succeeds when that start lies in the same unit and within
+    ``window_us`` of it.
+    """
+    offsets = lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    vals = lists.flatten().to_numpy()
+    ts = vals >> STEP_BITS
+    step = (vals & _STEP_MASK).astype(np.int8)
+    size = len(vals)
+    unit_of = np.repeat(np.arange(len(offsets) - 1, dtype=np.int32), np.diff(offsets))
+
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]] = []
+    rows = np.flatnonzero(step == 1)  # the successful rows of the current step, ascending
+    starts = rows  # row of each one's attempt start
+    latest = rows  # the step-k-1 success each one follows (step 1: itself)
+    units = unit_of[rows]
+    for k in range(1, n_steps + 1):
+        if k > 1:
+            cand = np.flatnonzero(step == k)
+            mark = np.zeros(size, dtype=np.int32)
+            mark[rows] = 1
+            j = np.cumsum(mark, dtype=np.int32)[cand] - 1  # index into rows of the latest success before
+            ok = j >= 0
+            cand, j = cand[ok], j[ok]
+            s = starts[j]
+            cand_units = unit_of[cand]
+            ok = (s >= offsets[cand_units]) & (ts[cand] - ts[s] <= window_us)
+            latest = rows[j[ok]]
+            rows, starts, units = cand[ok], s[ok], cand_units[ok]
+        if len(rows) == 0:
+            break
+        firsts = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1])))
+        completions = np.diff(np.append(firsts, len(rows)))
+        out.append((units[firsts], ts[rows[firsts]], ts[starts[firsts]],
+                    None if k == 1 else ts[latest[firsts]], completions))
+    return out
+
+
+def unit_steps(base: ir.Table, steps: Sequence[ir.BooleanValue], window_seconds: int, *,
+               disjoint: bool = False) -> pa.Table:
+    """``unit, step, reached, start, prev, completions`` (the contract of
+    ``_Variant.unit_steps``) of the plain ordered funnel, computed by :func:`scan`, as Arrow
+    (times as UTC microsecond timestamps).
+
+    The engine's result (one sorted list per unit) is fetched whole — its parallel export
+    is faster than streaming — and walked one record batch at a time, so the scan's own
+    arrays stay the size of a batch.
+    """
+    n = len(steps)
+    acc = _StepRows([], [], [], [], [])
+    step_no: list[np.ndarray] = []
+    lists = step_lists(base, steps, disjoint=disjoint).to_pyarrow()
+    for batch in lists.to_batches():
+        if batch.num_rows == 0:
+            continue
+        found = scan(batch.column("l"), n, window_seconds * 1_000_000)
+        if not found:  # no unit of the batch has a step-1 touch
+            continue
+        acc.units.append(batch.column(_UNIT).take(np.concatenate([f[0] for f in found])))
+        for k, (idx, reached, start, prev, completions) in enumerate(found, start=1):
+            acc.reached.append(reached)
+            acc.start.append(start)
+            acc.prev.append(np.full(len(idx), _NO_TIME) if prev is None else prev)
+            acc.completions.append(completions)
+            step_no.append(np.full(len(idx), k, dtype=np.int64))
+    prev = _cat(acc.prev)
+    return pa.table({
+        _UNIT: pa.concat_arrays(acc.units) if acc.units else pa.array([], pa.string()),
+        "step": _cat(step_no),
+        "reached": pa.array(_cat(acc.reached), _TIMESTAMP),
+        "start": pa.array(_cat(acc.start), _TIMESTAMP),
+        "prev": pa.array(prev, _TIMESTAMP, mask=prev == _NO_TIME),
+        "completions": _cat(acc.completions),
+    })
+
+
+_NO_TIME = np.iinfo(np.int64).min
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def as_table(scanned: pa.Table, ts_type: dt.DataType) -> ir.Table:
+    """:func:`unit_steps`' result as an in-memory table of the engine, times cast to ``ts_type``."""
+    t = ibis.memtable(scanned)
+    return t.select(_UNIT, "step", reached=t.reached.cast(ts_type), start=t.start.cast(ts_type),
+                    prev=t.prev.cast(ts_type), completions="completions")
+
+
+def summary_records(scanned: pa.Table, edges: Sequence[int]) -> list[dict[str, Any]]:
+    """The whole-population rows of ``funnel._summary`` (``kind`` stats and hist, ``group``
+    NULL) computed from :func:`unit_steps`' result, with the same definitions: per step the
+    units that reached it, their completions, and seconds from the counted attempt's start
+    (``median``/``p90`` interpolated as ``quantile_cont``, ``mean``) and from its previous
+    step (``median_prev``) for steps after the first; histogram bin ``i`` holds
+    ``edges[i] <= seconds < edges[i+1]`` (the last bin everything from its lower edge)."""
+    step = scanned.column("step").to_numpy()
+    micros = {c: scanned.column(c).cast(pa.int64()).to_numpy(zero_copy_only=False) for c in ("reached", "start")}
+    prev = scanned.column("prev").cast(pa.int64()).fill_null(0).to_numpy()
+    completions = scanned.column("completions").to_numpy()
+    inner = np.asarray(edges[1:-1], dtype=np.float64)
+    none: dict[str, Any] = {"bin": None, "period": None, "totals": None, "median": None, "p90": None,
+                            "mean": None, "median_prev": None, "rank": None, "group": None}
+    records: list[dict[str, Any]] = []
+    for k in np.unique(step).tolist():
+        at = step == k
+        row = {**none, "kind": "stats", "step": k, "persons": int(at.sum()), "totals": int(completions[at].sum())}
+        if k > 1:
+            seconds = (micros["reached"][at] - micros["start"][at]) / 1e6
+            from_prev = (micros["reached"][at] - prev[at]) / 1e6
+            row |= {"median": float(np.quantile(seconds, 0.5)), "p90": float(np.quantile(seconds, 0.9)),
+                    "mean": float(seconds.mean()), "median_prev": float(np.quantile(from_prev, 0.5))}
+            bins = np.searchsorted(inner, seconds, side="right")
+            counts = np.bincount(bins, minlength=len(inner) + 1)
+            records += [{**none, "kind": "hist", "step": k, "bin": i, "persons": int(c)}
+                        for i, c in enumerate(counts.tolist()) if c]
+        records.append(row)
+    return records
