@@ -17,8 +17,9 @@ so memory is bounded by the batch, not by the number of touches. The result is t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ibis
@@ -67,17 +68,6 @@ def step_lists(base: ir.Table, steps: Sequence[ir.BooleanValue], *, disjoint: bo
         u = union_all(parts)
     lists = u.group_by(_UNIT).aggregate(l=u.v.collect())
     return lists.select(_UNIT, l=lists.l.sort())
-
-
-@dataclass
-class _StepRows:
-    """Per unit that completed step ``k`` at least once: its first completion."""
-
-    units: list[pa.Array]
-    reached: list[np.ndarray]
-    start: list[np.ndarray]
-    prev: list[np.ndarray]
-    completions: list[np.ndarray]
 
 
 def scan(lists: pa.ListArray, n_steps: int, window_us: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -134,42 +124,39 @@ def unit_steps(base: ir.Table, steps: Sequence[ir.BooleanValue], window_seconds:
     (times as UTC microsecond timestamps).
 
     The engine's result (one sorted list per unit) is fetched whole — its parallel export
-    is faster than streaming — and walked one record batch at a time, so the scan's own
-    arrays stay the size of a batch.
+    is faster than streaming — and walked in slices of whole units on a few threads (numpy
+    and Arrow release the GIL), so the scan's own arrays stay the size of a slice.
     """
-    n = len(steps)
-    acc = _StepRows([], [], [], [], [])
-    step_no: list[np.ndarray] = []
     lists = step_lists(base, steps, disjoint=disjoint).to_pyarrow()
-    for batch in lists.to_batches():
-        if batch.num_rows == 0:
-            continue
-        found = scan(batch.column("l"), n, window_seconds * 1_000_000)
-        if not found:  # no unit of the batch has a step-1 touch
-            continue
-        acc.units.append(batch.column(_UNIT).take(np.concatenate([f[0] for f in found])))
-        for k, (idx, reached, start, prev, completions) in enumerate(found, start=1):
-            acc.reached.append(reached)
-            acc.start.append(start)
-            acc.prev.append(np.full(len(idx), _NO_TIME) if prev is None else prev)
-            acc.completions.append(completions)
-            step_no.append(np.full(len(idx), k, dtype=np.int64))
-    prev = _cat(acc.prev)
-    return pa.table({
-        _UNIT: pa.concat_arrays(acc.units) if acc.units else pa.array([], pa.string()),
-        "step": _cat(step_no),
-        "reached": pa.array(_cat(acc.reached), _TIMESTAMP),
-        "start": pa.array(_cat(acc.start), _TIMESTAMP),
-        "prev": pa.array(prev, _TIMESTAMP, mask=prev == _NO_TIME),
-        "completions": _cat(acc.completions),
-    })
+    workers = max(1, min(4, os.cpu_count() or 1))
+    per_slice = max(_MIN_SLICE_UNITS, -(-lists.num_rows // (2 * workers)))
+    slices = [lists.slice(i, per_slice) for i in range(0, lists.num_rows, per_slice)]
+    window_us = window_seconds * 1_000_000
+    with ThreadPoolExecutor(workers) as pool:
+        parts = [p for p in pool.map(lambda t: _walk(t, len(steps), window_us), slices) if p is not None]
+    return pa.concat_tables(parts) if parts else _EMPTY.empty_table()
 
 
+_MIN_SLICE_UNITS = 8192
 _NO_TIME = np.iinfo(np.int64).min
+_EMPTY = pa.schema([(_UNIT, pa.string()), ("step", pa.int64()), ("reached", _TIMESTAMP), ("start", _TIMESTAMP),
+                    ("prev", _TIMESTAMP), ("completions", pa.int64())])
 
 
-def _cat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+def _walk(lists: pa.Table, n_steps: int, window_us: int) -> pa.Table | None:
+    """:func:`scan` of one slice of ``unit, l`` rows, as rows of :func:`unit_steps`."""
+    found = scan(lists.column("l").combine_chunks(), n_steps, window_us)
+    if not found:  # no unit of the slice has a step-1 touch
+        return None
+    prev = np.concatenate([np.full(len(f[0]), _NO_TIME) if f[3] is None else f[3] for f in found])
+    return pa.table({
+        _UNIT: lists.column(_UNIT).take(np.concatenate([f[0] for f in found])),
+        "step": np.concatenate([np.full(len(f[0]), k, dtype=np.int64) for k, f in enumerate(found, start=1)]),
+        "reached": pa.array(np.concatenate([f[1] for f in found]), _TIMESTAMP),
+        "start": pa.array(np.concatenate([f[2] for f in found]), _TIMESTAMP),
+        "prev": pa.array(prev, _TIMESTAMP, mask=prev == _NO_TIME),
+        "completions": np.concatenate([f[4] for f in found]),
+    }, schema=_EMPTY)
 
 
 def as_table(scanned: pa.Table, ts_type: dt.DataType) -> ir.Table:
