@@ -197,14 +197,13 @@ def test_in_process_scan_equals_the_window_passes(data: dict[str, Any], step_tex
 
 
 def _in_small_slices(touches: Any, query: FunnelQuery) -> FunnelResult:
-    """The scan with every slice of the engine's lists as small as the thread split allows
-    (a couple of units), so slice edges fall between most units."""
-    keep = _funnel_scan._MIN_SLICE_UNITS
-    _funnel_scan._MIN_SLICE_UNITS = 1
+    """The scan with slices of two units, so slice edges fall between most units."""
+    keep = _funnel_scan.SLICE_UNITS
+    _funnel_scan.SLICE_UNITS = 2
     try:
         return funnel(touches, query)
     finally:
-        _funnel_scan._MIN_SLICE_UNITS = keep
+        _funnel_scan.SLICE_UNITS = keep
 
 
 def _window_passes(touches: Any, query: FunnelQuery) -> FunnelResult:

@@ -124,20 +124,22 @@ def unit_steps(base: ir.Table, steps: Sequence[ir.BooleanValue], window_seconds:
     (times as UTC microsecond timestamps).
 
     The engine's result (one sorted list per unit) is fetched whole — its parallel export
-    is faster than streaming — and walked in slices of whole units on a few threads (numpy
-    and Arrow release the GIL), so the scan's own arrays stay the size of a slice.
+    is faster than streaming — and walked in slices of :data:`SLICE_UNITS` whole units on a
+    few threads (numpy and Arrow release the GIL). Small slices keep the scan's arrays in
+    the CPU cache and below the allocator's ``mmap`` threshold: twice as fast as walking
+    a million units at once, with no fresh pages to fault in.
     """
     lists = step_lists(base, steps, disjoint=disjoint).to_pyarrow()
     workers = max(1, min(4, os.cpu_count() or 1))
-    per_slice = max(_MIN_SLICE_UNITS, -(-lists.num_rows // (2 * workers)))
-    slices = [lists.slice(i, per_slice) for i in range(0, lists.num_rows, per_slice)]
+    slices = [lists.slice(i, SLICE_UNITS) for i in range(0, lists.num_rows, SLICE_UNITS)]
     window_us = window_seconds * 1_000_000
     with ThreadPoolExecutor(workers) as pool:
         parts = [p for p in pool.map(lambda t: _walk(t, len(steps), window_us), slices) if p is not None]
     return pa.concat_tables(parts) if parts else _EMPTY.empty_table()
 
 
-_MIN_SLICE_UNITS = 8192
+SLICE_UNITS = 8192
+"""Units per slice of the scan (about 100k step touches on the shop demo)."""
 _NO_TIME = np.iinfo(np.int64).min
 _EMPTY = pa.schema([(_UNIT, pa.string()), ("step", pa.int64()), ("reached", _TIMESTAMP), ("start", _TIMESTAMP),
                     ("prev", _TIMESTAMP), ("completions", pa.int64())])
@@ -181,14 +183,15 @@ def summary_records(scanned: pa.Table, edges: Sequence[int]) -> list[dict[str, A
     none: dict[str, Any] = {"bin": None, "period": None, "totals": None, "median": None, "p90": None,
                             "mean": None, "median_prev": None, "rank": None, "group": None}
     records: list[dict[str, Any]] = []
-    for k in np.unique(step).tolist():
+    for k in range(1, int(step.max(initial=0)) + 1):
         at = step == k
         row = {**none, "kind": "stats", "step": k, "persons": int(at.sum()), "totals": int(completions[at].sum())}
         if k > 1:
             seconds = (micros["reached"][at] - micros["start"][at]) / 1e6
             from_prev = (micros["reached"][at] - prev[at]) / 1e6
-            row |= {"median": float(np.quantile(seconds, 0.5)), "p90": float(np.quantile(seconds, 0.9)),
-                    "mean": float(seconds.mean()), "median_prev": float(np.quantile(from_prev, 0.5))}
+            median, p90 = np.quantile(seconds, [0.5, 0.9]).tolist()
+            row |= {"median": median, "p90": p90, "mean": float(seconds.mean()),
+                    "median_prev": float(np.quantile(from_prev, 0.5))}
             bins = np.searchsorted(inner, seconds, side="right")
             counts = np.bincount(bins, minlength=len(inner) + 1)
             records += [{**none, "kind": "hist", "step": k, "bin": i, "persons": int(c)}
