@@ -17,9 +17,11 @@ so memory is bounded by the batch, not by the number of touches. The result is t
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import ibis
@@ -133,9 +135,24 @@ def unit_steps(base: ir.Table, steps: Sequence[ir.BooleanValue], window_seconds:
     workers = max(1, min(4, os.cpu_count() or 1))
     slices = [lists.slice(i, SLICE_UNITS) for i in range(0, lists.num_rows, SLICE_UNITS)]
     window_us = window_seconds * 1_000_000
+    by_step: list[list[_Completions]] = [[] for _ in steps]
     with ThreadPoolExecutor(workers) as pool:
-        parts = [p for p in pool.map(lambda t: _walk(t, len(steps), window_us), slices) if p is not None]
-    return pa.concat_tables(parts) if parts else _EMPTY.empty_table()
+        for found in pool.map(lambda t: _walk(t, len(steps), window_us), slices):
+            for k, rows in enumerate(found):
+                by_step[k].append(rows)
+    # step-major: the rows of step 1, then of step 2, ... (the summary slices them by step)
+    parts = [rows for step_rows in by_step for rows in step_rows]
+    if not parts:
+        return _EMPTY.empty_table()
+    prev = np.concatenate([r.prev for r in parts])
+    return pa.table({
+        _UNIT: pa.chunked_array([c for r in parts for c in r.units.chunks], pa.string()),
+        "step": np.concatenate([np.full(len(r.reached), r.step, dtype=np.int64) for r in parts]),
+        "reached": pa.array(np.concatenate([r.reached for r in parts]), _TIMESTAMP),
+        "start": pa.array(np.concatenate([r.start for r in parts]), _TIMESTAMP),
+        "prev": pa.array(prev, _TIMESTAMP, mask=prev == _NO_TIME),
+        "completions": np.concatenate([r.completions for r in parts]),
+    }, schema=_EMPTY)
 
 
 SLICE_UNITS = 8192
@@ -145,20 +162,26 @@ _EMPTY = pa.schema([(_UNIT, pa.string()), ("step", pa.int64()), ("reached", _TIM
                     ("prev", _TIMESTAMP), ("completions", pa.int64())])
 
 
-def _walk(lists: pa.Table, n_steps: int, window_us: int) -> pa.Table | None:
-    """:func:`scan` of one slice of ``unit, l`` rows, as rows of :func:`unit_steps`."""
-    found = scan(lists.column("l").combine_chunks(), n_steps, window_us)
-    if not found:  # no unit of the slice has a step-1 touch
-        return None
-    prev = np.concatenate([np.full(len(f[0]), _NO_TIME) if f[3] is None else f[3] for f in found])
-    return pa.table({
-        _UNIT: lists.column(_UNIT).take(np.concatenate([f[0] for f in found])),
-        "step": np.concatenate([np.full(len(f[0]), k, dtype=np.int64) for k, f in enumerate(found, start=1)]),
-        "reached": pa.array(np.concatenate([f[1] for f in found]), _TIMESTAMP),
-        "start": pa.array(np.concatenate([f[2] for f in found]), _TIMESTAMP),
-        "prev": pa.array(prev, _TIMESTAMP, mask=prev == _NO_TIME),
-        "completions": np.concatenate([f[4] for f in found]),
-    }, schema=_EMPTY)
+@dataclass(frozen=True)
+class _Completions:
+    """The first completion of step ``step`` of each unit of one slice that completed it."""
+
+    step: int
+    units: pa.ChunkedArray
+    reached: np.ndarray
+    start: np.ndarray
+    prev: np.ndarray
+    """``_NO_TIME`` for step 1."""
+    completions: np.ndarray
+
+
+def _walk(lists: pa.Table, n_steps: int, window_us: int) -> list[_Completions]:
+    """:func:`scan` of one slice of ``unit, l`` rows, per step reached in it."""
+    names = lists.column(_UNIT)
+    return [_Completions(k, names.take(idx), reached, start,
+                         np.full(len(idx), _NO_TIME) if prev is None else prev, completions)
+            for k, (idx, reached, start, prev, completions)
+            in enumerate(scan(lists.column("l").combine_chunks(), n_steps, window_us), start=1)]
 
 
 def as_table(scanned: pa.Table, ts_type: dt.DataType) -> ir.Table:
@@ -175,20 +198,21 @@ def summary_records(scanned: pa.Table, edges: Sequence[int]) -> list[dict[str, A
     (``median``/``p90`` interpolated as ``quantile_cont``, ``mean``) and from its previous
     step (``median_prev``) for steps after the first; histogram bin ``i`` holds
     ``edges[i] <= seconds < edges[i+1]`` (the last bin everything from its lower edge)."""
-    step = scanned.column("step").to_numpy()
+    step = scanned.column("step").to_numpy()  # step-major (see unit_steps)
     micros = {c: scanned.column(c).cast(pa.int64()).to_numpy(zero_copy_only=False) for c in ("reached", "start")}
-    prev = scanned.column("prev").cast(pa.int64()).fill_null(0).to_numpy()
+    prev = scanned.column("prev").cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
     completions = scanned.column("completions").to_numpy()
     inner = np.asarray(edges[1:-1], dtype=np.float64)
     none: dict[str, Any] = {"bin": None, "period": None, "totals": None, "median": None, "p90": None,
                             "mean": None, "median_prev": None, "rank": None, "group": None}
     records: list[dict[str, Any]] = []
-    for k in range(1, int(step.max(initial=0)) + 1):
-        at = step == k
-        row = {**none, "kind": "stats", "step": k, "persons": int(at.sum()), "totals": int(completions[at].sum())}
+    bounds = np.searchsorted(step, np.arange(1, int(step.max(initial=0)) + 2)).tolist()
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds), start=1):
+        row = {**none, "kind": "stats", "step": k, "persons": hi - lo, "totals": int(completions[lo:hi].sum())}
         if k > 1:
-            seconds = (micros["reached"][at] - micros["start"][at]) / 1e6
-            from_prev = (micros["reached"][at] - prev[at]) / 1e6
+            reached = micros["reached"][lo:hi]
+            seconds = (reached - micros["start"][lo:hi]) / 1e6
+            from_prev = (reached - prev[lo:hi]) / 1e6
             median, p90 = np.quantile(seconds, [0.5, 0.9]).tolist()
             row |= {"median": median, "p90": p90, "mean": float(seconds.mean()),
                     "median_prev": float(np.quantile(from_prev, 0.5))}
