@@ -8,6 +8,7 @@ builds the resolved touch table and hands it to the functions in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -24,7 +25,14 @@ import pyarrow as pa
 
 from journeylens import config, schema
 from journeylens.analyses._time import parse_period
-from journeylens.analyses.funnel import FunnelQuery, FunnelResult, cohort_segments, funnel
+from journeylens.analyses.funnel import (
+    FunnelPeople,
+    FunnelQuery,
+    FunnelResult,
+    Status,
+    cohort_segments,
+    funnel,
+)
 from journeylens.analyses.overview import Overview, overview
 from journeylens.analyses.paths import (
     PathsQuery,
@@ -499,6 +507,16 @@ class Workspace:
         )
         self.store.replace_workspace_rows("cohorts", self.name, pa.concat_tables([keep.cast(new.schema), new]))
         return len(members)
+
+    def save_funnel_cohort(self, name: str, query: FunnelQuery, step: int | str, status: Status = "dropped", *,
+                           breakdown_value: str | None = None, model: ModelRef = None) -> FunnelPeople:
+        """Save the units that dropped off at / converted to ``step`` of the funnel ``query``
+        (:meth:`FunnelResult.people_at`) as the cohort ``name``; its definition records the funnel."""
+        found = self.funnel(query=query, model=model).people_at(step, status, breakdown=breakdown_value)
+        definition = {"funnel": query.model_dump(mode="json"), "step": found.step, "step_name": found.step_name,
+                      "status": status, "breakdown_value": breakdown_value}
+        self.save_cohort(name, found.people, definition=definition)
+        return dataclasses.replace(found, cohort=name)
 
     def segments(self, *names: str | None, unit: str = "person", model: ModelRef = None) -> dict[str, ir.Table]:
         """Segment tables (unit id, ``value``) for breakdown names over saved cohorts — ``persona``,

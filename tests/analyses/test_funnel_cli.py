@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from journeylens.cli import app as main_app
 from journeylens.cli.funnel import register
-from journeylens.errors import UnknownNameError
+from journeylens.errors import InvalidParameterError, UnknownNameError
 from journeylens.store import open_store
 from tests.helpers import events_table
 
@@ -90,3 +90,23 @@ def test_errors_are_journeylens_errors(cli: typer.Typer) -> None:
     r = CliRunner().invoke(cli, ["funnel", "visit", "purchase", "--order", "strikt"])
     assert isinstance(r.exception, UnknownNameError)
     assert "did you mean 'strict'" in str(r.exception)
+
+
+def test_people_listed_and_saved_as_a_cohort(cli: typer.Typer) -> None:
+    """``--people dropped:K`` lists who reached step K-1 but not K; ``--save-cohort`` keeps them as a
+    cohort that later funnels break down by (p2 viewed a product, never added to cart)."""
+    r = CliRunner().invoke(cli, ["funnel", *STEPS, "--people", "dropped:add_to_cart", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert (got["step"], got["status"], got["people"], got["cohort"]) == (3, "dropped", ["p2"], None)
+    r = CliRunner().invoke(cli, ["funnel", *STEPS, "--people", "converted:2", "--format", "csv"])
+    assert r.stdout.splitlines() == ["person_id", "p1", "p2"]
+    r = CliRunner().invoke(cli, ["funnel", *STEPS, "--people", "dropped:3", "--save-cohort", "browsers"])
+    assert r.exit_code == 0 and "saved as cohort 'browsers'" in r.stdout, r.output
+    r = CliRunner().invoke(cli, ["funnel", "visit", "product_view", "--breakdown", "cohort:browsers", "--format",
+                                 "json"])
+    by_value = {b["value"]: [s["persons"] for s in b["steps"]] for b in json.loads(r.stdout)["breakdown"]["values"]}
+    assert by_value == {"member": [1, 1], "non_member": [2, 1]}
+    for bad in (["--people", "lost:2"], ["--save-cohort", "x"]):  # the main app prints these (test_cli)
+        r = CliRunner().invoke(cli, ["funnel", *STEPS, *bad])
+        assert isinstance(r.exception, InvalidParameterError), r.output

@@ -468,3 +468,39 @@ def test_a_page_reads_the_data_version_once(live: Any) -> None:
         del svc.data_version
     assert r.status_code == 200, r.text[:300]
     assert len(calls) == 1 and "stage-funnel" in r.text
+
+
+def test_saving_funnel_dropoffs_as_a_cohort_over_http(demo_shop: Any, tmp_path: Path) -> None:
+    """``POST /api/cohorts`` (admin key) saves the units that dropped off at a funnel step; the
+    cohort is then a breakdown of every analysis: its members reach step 1 and never step 2.
+    (Its own server: the module's server lists a fixed set of cohorts.)"""
+    db = demo_shop.copy_db(tmp_path)
+    keys = make_keys(db)
+    srv = LiveServer(db).start()
+    try:
+        _save_funnel_cohort(srv, keys)
+    finally:
+        srv.stop()
+
+
+def _save_funnel_cohort(srv: LiveServer, keys: dict[str, str]) -> None:
+    funnel_spec = {"steps": ["product_view", "purchase"], "window": "7d"}
+    body = {"name": "viewed-not-bought", "funnel": funnel_spec, "step": "purchase", "status": "dropped"}
+    denied = httpx.post(srv.url + "/api/cohorts", json=body, headers={"Authorization": f"Bearer {keys['read']}"})
+    assert denied.status_code == 403
+    r = httpx.post(srv.url + "/api/cohorts", json=body, headers={"Authorization": f"Bearer {keys['admin']}"},
+                   timeout=120)
+    assert r.status_code == 201, r.text
+    saved = r.json()
+    listed = _get(srv, keys["read"], "/api/funnel/people", step="2", status="dropped", **funnel_spec).json()
+    assert saved["cohort"] == "viewed-not-bought" and saved["count"] == listed["count"] > 0
+    assert saved["people"][:len(listed["people"])] == listed["people"]  # the first page
+    split = _get(srv, keys["read"], "/api/funnel", breakdown="cohort:viewed-not-bought", **funnel_spec).json()
+    members = {b["value"]: b["steps"] for b in split["breakdown"]["values"]}["member"]
+    assert [s["persons"] for s in members] == [saved["count"], 0]
+    bad = httpx.post(srv.url + "/api/cohorts", json={"name": "x", "funnel": funnel_spec, "step": 2, "status": "lost"},
+                     headers={"Authorization": f"Bearer {keys['admin']}"})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_parameter"
+    ids = httpx.post(srv.url + "/api/cohorts", json={"name": "vip", "people": ["p-1", "p-2"]},
+                     headers={"Authorization": f"Bearer {keys['admin']}"})
+    assert ids.status_code == 201 and ids.json() == {"cohort": "vip", "count": 2}

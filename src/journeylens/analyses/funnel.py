@@ -412,6 +412,30 @@ class TrendRow:
 
 
 Status = Literal["converted", "dropped"]
+STATUSES = ("dropped", "converted")
+
+
+@dataclass(frozen=True)
+class FunnelPeople:
+    """The units that dropped off at / converted to one step of a funnel (see
+    :meth:`FunnelResult.people`); ``cohort`` names the cohort they were saved as, if any."""
+
+    step: int
+    step_name: str
+    status: str
+    unit: str
+    people: tuple[str, ...]
+    breakdown_value: str | None = None
+    cohort: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "step_name": self.step_name, "status": self.status, "unit": self.unit,
+                "breakdown_value": self.breakdown_value, "cohort": self.cohort, "count": len(self.people),
+                "people": list(self.people)}
+
+    def to_pandas(self) -> pd.DataFrame:
+        column = UNITS.get(self.unit, "person_id")
+        return pd.DataFrame({column: list(self.people)}, dtype="object")
 
 
 @dataclass(frozen=True)
@@ -460,6 +484,13 @@ class FunnelResult:
         means: reached step k-1 but not step k, so nobody drops off at step 1."""
         table = self.people_table(step, status, breakdown=breakdown)
         return sorted(str(v) for v in table.to_pyarrow().column(0).to_pylist())
+
+    def people_at(self, step: int | str, status: Status = "dropped", *,
+                  breakdown: str | None = None) -> FunnelPeople:
+        """:meth:`people` with the step, status and unit they belong to (a renderable result)."""
+        k = self.step_index(step)
+        return FunnelPeople(step=k, step_name=self.query.step_names[k - 1], status=status, unit=self.unit,
+                            people=tuple(self.people(k, status, breakdown=breakdown)), breakdown_value=breakdown)
 
     def levels(self) -> dict[str, int]:
         """Each unit that entered the funnel -> its furthest step (1-based), in one query."""
@@ -1218,6 +1249,7 @@ __all__ = [
     "BreakdownFunnel",
     "Condition",
     "Exclusion",
+    "FunnelPeople",
     "FunnelQuery",
     "FunnelResult",
     "FunnelStep",

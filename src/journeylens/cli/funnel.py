@@ -18,11 +18,14 @@ from rich.text import Text
 from journeylens.analyses._time import format_duration
 from journeylens.analyses.funnel import (
     DEFAULT_WINDOW,
+    STATUSES,
     FunnelQuery,
     FunnelResult,
     FunnelStep,
+    Status,
 )
 from journeylens.cli.render import FigureOpt, Format, FormatOpt, emit, fmt_cell, out, write_figure
+from journeylens.errors import InvalidParameterError
 
 _BAR = 24
 
@@ -56,6 +59,14 @@ def funnel_command(
                                               "month.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Journey model for stage=... steps "
                                               "(default: five_phase).")] = None,
+    people: Annotated[str | None, typer.Option(
+        "--people", help="List the units that dropped off at step K (dropped:K) or converted to it (converted:K) "
+                         "instead of the funnel; K is the 1-based step or its name.")] = None,
+    people_value: Annotated[str | None, typer.Option(
+        "--people-value", help="With --people: only units with this breakdown value.")] = None,
+    save_cohort: Annotated[str | None, typer.Option(
+        "--save-cohort", help="With --people: save them as this named cohort (replacing its members), usable as "
+                              "--breakdown cohort:NAME, --cohort NAME or --segment NAME elsewhere.")] = None,
     figure: FigureOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -67,7 +78,20 @@ def funnel_command(
         breakdown=breakdown, breakdown_attribution=breakdown_from, breakdown_limit=breakdown_limit,
         trend_period=trend,
     )
+    if people is None and (save_cohort is not None or people_value is not None):
+        raise InvalidParameterError("--save-cohort and --people-value need --people dropped:K or converted:K")
     ws = _open()
+    if people is not None:
+        status, step = _people_option(people)
+        if save_cohort is not None:
+            found = ws.save_funnel_cohort(save_cohort, query, step, status, breakdown_value=people_value, model=model)
+        else:
+            found = ws.funnel(query=query, model=model).people_at(step, status, breakdown=people_value)
+        verb = "dropped off at" if found.status == "dropped" else "converted to"
+        saved = f" — saved as cohort '{found.cohort}'" if found.cohort else ""
+        emit(found, fmt, title=f"{len(found.people):,} {found.unit}s {verb} step {found.step} "
+                               f"({found.step_name}){saved}")
+        return
     result = ws.funnel(query=query, model=model)
     write_figure(result, figure)
     if fmt is Format.table:
@@ -75,6 +99,15 @@ def funnel_command(
             out.print(table)
     else:
         emit(result, fmt)
+
+
+def _people_option(text: str) -> tuple[Status, int | str]:
+    """``dropped:K`` / ``converted:K`` -> (status, step index or name)."""
+    status, sep, step = text.partition(":")
+    if not sep or not step or status not in STATUSES:
+        raise InvalidParameterError(f"--people '{text}' is not STATUS:K",
+                                    hint="write dropped:3 or converted:purchase (STATUS is dropped or converted)")
+    return status, int(step) if step.isdigit() else step  # type: ignore[return-value]
 
 
 def funnel_tables(result: FunnelResult) -> list[Table]:

@@ -336,10 +336,8 @@ def _run_funnel_people(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
         raise InvalidParameterError("'step' is needed: the 1-based step index or its name")
     key: int | str = int(step) if str(step).isdigit() else str(step)
     status = str(extra.get("status") or "dropped")
-    people = result.people(key, status, breakdown=extra.get("breakdown_value"))  # type: ignore[arg-type]
-    k = result.step_index(key)
-    return _Plain({"step": k, "step_name": result.query.step_names[k - 1], "status": status, "unit": result.unit,
-                   "count": len(people), "people": people})
+    found = result.people_at(key, status, breakdown=extra.get("breakdown_value"))  # type: ignore[arg-type]
+    return _Plain(found.to_dict())
 
 
 def _run_funnel_paths(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:

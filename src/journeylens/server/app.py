@@ -442,6 +442,15 @@ def create_app(db: str, settings: CollectorSettings | None = None) -> FastAPI:
         return JSONResponse({**link.to_dict(), "link": f"{cfg.public_url.rstrip('/')}/r/{link.code}"},
                             status_code=201)
 
+    @app.post("/api/cohorts", tags=["admin"], response_model=None,
+              summary="Save a named cohort: given ids, or the units that dropped off at / converted to a funnel step")
+    async def save_cohort(request: Request, body: dict[str, Any]) -> JSONResponse:
+        """Body ``{"name", "people": [ids]}`` or ``{"name", "funnel": {FunnelQuery fields}, "step",
+        "status": "dropped"|"converted", "breakdown_value"}``; replaces the cohort's members. The
+        cohort is then a breakdown (``cohort:NAME``) and filter of every analysis."""
+        rec = admin_record(request)
+        return JSONResponse(await on_writer(lambda s: _save_cohort(s, rec.workspace, body)), status_code=201)
+
     @app.get("/api/people/{person}", tags=["people"], response_model=None,
              summary="Everything held about a person (GDPR export)")
     async def export_person(person: str, request: Request) -> JSONResponse:
@@ -458,6 +467,34 @@ def create_app(db: str, settings: CollectorSettings | None = None) -> FastAPI:
         return JSONResponse(report.to_dict())
 
     return app
+
+
+def _save_cohort(store: DuckDBStore, workspace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/cohorts`` on the commit thread (see the route)."""
+    from journeylens.analyses.funnel import STATUSES, FunnelQuery
+    from journeylens.errors import InvalidParameterError
+    from journeylens.workspace import Workspace
+
+    ws = Workspace(store, workspace)
+    name = str(body.get("name") or "").strip()
+    if not name:
+        raise InvalidParameterError("a cohort needs a 'name'")
+    if "funnel" in body:
+        spec, step, status = body["funnel"], body.get("step"), str(body.get("status") or "dropped")
+        if not isinstance(spec, dict) or step is None or status not in STATUSES:
+            raise InvalidParameterError("'funnel' needs the funnel's fields, 'step' (index or name) and 'status' "
+                                        "dropped or converted", hint='e.g. {"name": "abandoners", "funnel": '
+                                        '{"steps": ["visit", "purchase"], "window": "7d"}, "step": 2}')
+        key = int(step) if str(step).isdigit() else str(step)
+        value = body.get("breakdown_value")
+        found = ws.save_funnel_cohort(name, FunnelQuery(**spec), key, status,  # type: ignore[arg-type]
+                                      breakdown_value=None if value is None else str(value))
+        return found.to_dict()
+    people = body.get("people")
+    if not isinstance(people, list) or not all(isinstance(p, str | int) for p in people):
+        raise InvalidParameterError("give 'people' (a list of ids) or 'funnel' with 'step' and 'status'")
+    count = ws.save_cohort(name, [str(p) for p in people], definition={"source": "api"})
+    return {"cohort": name, "count": count}
 
 
 class _FastCollect:
