@@ -156,7 +156,7 @@ def unit_steps(base: ir.Table, steps: Sequence[ir.BooleanValue], window_seconds:
     (times as UTC microsecond timestamps).
 
     The engine's result (one list per unit) is fetched whole — its parallel export
-    is faster than streaming — and walked in slices of :data:`SLICE_UNITS` whole units on a
+    is faster than streaming — and walked in slices of up to :data:`SLICE_UNITS` whole units on a
     few threads (numpy and Arrow release the GIL). Small slices keep the scan's arrays in
     the CPU cache and below the allocator's ``mmap`` threshold: twice as fast as walking
     a million units at once, with no fresh pages to fault in.
