@@ -415,6 +415,12 @@ Status = Literal["converted", "dropped"]
 STATUSES = ("dropped", "converted")
 
 
+def step_ref(text: object) -> int | str:
+    """A step as a user writes it (CLI, REST): its 1-based index when all digits, else its name
+    (resolved by :meth:`FunnelResult.step_index`)."""
+    return int(str(text)) if str(text).isdigit() else str(text)
+
+
 @dataclass(frozen=True)
 class FunnelPeople:
     """The units that dropped off at / converted to one step of a funnel (see
@@ -1260,5 +1266,6 @@ __all__ = [
     "cohort_segments",
     "funnel",
     "step_predicate",
+    "step_ref",
 ]
 

@@ -23,6 +23,7 @@ from journeylens.analyses.funnel import (
     FunnelResult,
     FunnelStep,
     Status,
+    step_ref,
 )
 from journeylens.cli.render import FigureOpt, Format, FormatOpt, emit, fmt_cell, out, write_figure
 from journeylens.errors import InvalidParameterError
@@ -107,7 +108,7 @@ def _people_option(text: str) -> tuple[Status, int | str]:
     if not sep or not step or status not in STATUSES:
         raise InvalidParameterError(f"--people '{text}' is not STATUS:K",
                                     hint="write dropped:3 or converted:purchase (STATUS is dropped or converted)")
-    return status, int(step) if step.isdigit() else step  # type: ignore[return-value]
+    return status, step_ref(step)  # type: ignore[return-value]
 
 
 def funnel_tables(result: FunnelResult) -> list[Table]:

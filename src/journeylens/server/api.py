@@ -53,6 +53,11 @@ from journeylens.server import auth
 from journeylens.store import Store, open_store
 from journeylens.workspace import Workspace
 
+if typing.TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from journeylens.analyses.funnel import FunnelResult
+
 log = logging.getLogger("journeylens.api")
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 5000
@@ -325,24 +330,9 @@ def _run_funnel(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     return funnel(ws.touches(m), q, segments=request_segments(ws, q, extra, model=m))
 
 
-def _run_funnel_people(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
-    from journeylens.analyses.funnel import funnel
-
-    check_event_steps(ws, q.steps)
-    m = _model(ws, extra)
-    result = funnel(ws.touches(m), q, segments=request_segments(ws, q, extra, model=m))
-    step = extra.get("step")
-    if step is None:
-        raise InvalidParameterError("'step' is needed: the 1-based step index or its name")
-    key: int | str = int(step) if str(step).isdigit() else str(step)
-    status = str(extra.get("status") or "dropped")
-    found = result.people_at(key, status, breakdown=extra.get("breakdown_value"))  # type: ignore[arg-type]
-    return _Plain(found.to_dict())
-
-
-def _run_funnel_paths(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
-    from journeylens.analyses.funnel import funnel
-    from journeylens.analyses.paths import funnel_paths
+def _funnel_at_step(ws: Workspace, q: Any, extra: dict[str, Any]) -> tuple[ir.Table, FunnelResult, int | str]:
+    """The request's touches, its funnel and its ``step`` parameter (index or name, required)."""
+    from journeylens.analyses.funnel import funnel, step_ref
 
     check_event_steps(ws, q.steps)
     m = _model(ws, extra)
@@ -351,7 +341,20 @@ def _run_funnel_paths(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
     step = extra.get("step")
     if step is None:
         raise InvalidParameterError("'step' is needed: the 1-based step index or its name")
-    key: int | str = int(step) if str(step).isdigit() else str(step)
+    return touches, result, step_ref(step)
+
+
+def _run_funnel_people(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
+    _, result, key = _funnel_at_step(ws, q, extra)
+    status = str(extra.get("status") or "dropped")
+    found = result.people_at(key, status, breakdown=extra.get("breakdown_value"))  # type: ignore[arg-type]
+    return _Plain(found.to_dict())
+
+
+def _run_funnel_paths(ws: Workspace, q: Any, extra: dict[str, Any]) -> Any:
+    from journeylens.analyses.paths import funnel_paths
+
+    touches, result, key = _funnel_at_step(ws, q, extra)
     return funnel_paths(touches, result, key, str(extra.get("position") or "after"))
 
 

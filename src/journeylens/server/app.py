@@ -471,7 +471,7 @@ def create_app(db: str, settings: CollectorSettings | None = None) -> FastAPI:
 
 def _save_cohort(store: DuckDBStore, workspace: str, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /api/cohorts`` on the commit thread (see the route)."""
-    from journeylens.analyses.funnel import STATUSES, FunnelQuery
+    from journeylens.analyses.funnel import STATUSES, FunnelQuery, step_ref
     from journeylens.errors import InvalidParameterError
     from journeylens.workspace import Workspace
 
@@ -485,9 +485,8 @@ def _save_cohort(store: DuckDBStore, workspace: str, body: dict[str, Any]) -> di
             raise InvalidParameterError("'funnel' needs the funnel's fields, 'step' (index or name) and 'status' "
                                         "dropped or converted", hint='e.g. {"name": "abandoners", "funnel": '
                                         '{"steps": ["visit", "purchase"], "window": "7d"}, "step": 2}')
-        key = int(step) if str(step).isdigit() else str(step)
         value = body.get("breakdown_value")
-        found = ws.save_funnel_cohort(name, FunnelQuery(**spec), key, status,  # type: ignore[arg-type]
+        found = ws.save_funnel_cohort(name, FunnelQuery(**spec), step_ref(step), status,  # type: ignore[arg-type]
                                       breakdown_value=None if value is None else str(value))
         return found.to_dict()
     people = body.get("people")
