@@ -170,14 +170,14 @@ def test_plain_ordered_funnel_equals_the_general_pass(data: dict[str, Any], step
     touches = Workspace(store).touches()
     query = FunnelQuery(steps=step_texts, window=window)
     general = funnel(touches, FunnelQuery(steps=step_texts, window=window, step_window=window))
-    for plain in (funnel(touches, query), _window_passes(touches, query)):
+    for plain in (funnel(touches, query), window_passes(touches, query)):
         _assert_same_funnel(plain, general)
 
 
 @settings(max_examples=20, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=people, step_texts=steps, window=st.integers(1, 20), trend=st.sampled_from([None, "day"]))
-def test_in_process_scan_equals_the_window_passes(data: dict[str, Any], step_texts: list[str], window: int,
+def test_in_process_scan_equals_thewindow_passes(data: dict[str, Any], step_texts: list[str], window: int,
                                                    trend: str | None) -> None:
     """DuckDB computes a plain ordered funnel by walking each unit's sorted step touches in
     numpy; Spark by one window pass per step. Both on DuckDB must agree on every number, with
@@ -188,7 +188,7 @@ def test_in_process_scan_equals_the_window_passes(data: dict[str, Any], step_tex
     touches = Workspace(store).touches()
     for breakdown in (None, "channel"):
         query = FunnelQuery(steps=step_texts, window=window, breakdown=breakdown, trend_period=trend)
-        passes = _window_passes(touches, query)
+        passes = window_passes(touches, query)
         for scanned in (funnel(touches, query), _in_small_slices(touches, query)):
             _assert_same_funnel(scanned, passes)
             assert [(b.value, b.steps) for b in scanned.breakdown] == [(b.value, b.steps) for b in passes.breakdown]
@@ -206,7 +206,7 @@ def _in_small_slices(touches: Any, query: FunnelQuery) -> FunnelResult:
         _funnel_scan.SLICE_UNITS = keep
 
 
-def _window_passes(touches: Any, query: FunnelQuery) -> FunnelResult:
+def window_passes(touches: Any, query: FunnelQuery) -> FunnelResult:
     """The funnel as the distributed engines compute it (no in-process scan)."""
     _Ordered.scan_in_process = False
     try:

@@ -616,10 +616,6 @@ class _Variant(abc.ABC):
     ``prev`` (time of the previous step's touch in that attempt) and ``completions``.
     """
 
-    scan_in_process = True
-    """Ordered funnels: on an in-process engine (DuckDB) walk each unit's sorted step touches
-    in numpy (:mod:`journeylens.analyses._funnel_scan`) instead of one window pass per step."""
-
     def __init__(self, plan: _Plan, *, attempt_times: bool = False) -> None:
         self.plan = plan
         self.scanned: pa.Table | None = None
@@ -657,6 +653,10 @@ class _Ordered(_Variant):
     and the step-``i`` times of successful rows never decrease along a unit's rows, so
     "the latest" is a running ``max`` — one window pass per step, over two steps' rows.
     """
+
+    scan_in_process = True
+    """On an in-process engine (DuckDB) the plain funnel walks each unit's step touches in
+    numpy (:mod:`journeylens.analyses._funnel_scan`) instead of one window pass per step."""
 
     def unit_steps(self) -> ir.Table:
         p = self.plan
