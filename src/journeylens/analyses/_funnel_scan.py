@@ -64,11 +64,7 @@ def step_lists(base: ir.Table, steps: Sequence[ir.BooleanValue], *, disjoint: bo
         u = base.select(_UNIT, v=ibis.cases(*((p, micros + k) for k, p in enumerate(steps, start=1))))
         u = u.filter(u.v.notnull())
     else:
-        parts = []
-        for k, predicate in enumerate(steps, start=1):
-            rows = base.filter(predicate)
-            parts.append(rows.select(_UNIT, v=unix_micros(rows.ts) * (1 << STEP_BITS) + k))
-        u = union_all(parts)
+        u = union_all([base.filter(p).select(_UNIT, v=micros + k) for k, p in enumerate(steps, start=1)])
     return u.group_by(_UNIT).aggregate(l=u.v.collect())
 
 
